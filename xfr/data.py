@@ -1,0 +1,162 @@
+"""The data sets of the experiments: assembled into ``data/`` from the mirror, and thin listings.
+
+``python -m xfr.data`` copies every pinned file (``xfr/resources/data_manifest.sha256``) from the
+mirror (``$XFR_MIRROR`` or ``../shared``) into ``data/``, checking each sha256, so that ``data.dvc``
+(which tracks ``data/``) matches. Files already present with the right hash are left alone.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .assets import REPO_ROOT, AssetError, data_manifest, mirror_dirs, sha256_file
+
+DATA_DIR = REPO_ROOT / "data"
+
+# Where each data set comes from, for users without the mirror.
+DATA_ORIGINS = {
+    "lfw_gray": "LFW (Huang et al. 2007), 350x350 grayscale crops from github muxspace/"
+    "facial_expressions; pairs from davidsandberg/facenet (data/pairs.txt)",
+    "lfw_rgb_samples": "LFW, http://vis-www.cs.umass.edu/lfw/ (Anthony_Hopkins_0001/0002.jpg)",
+    "fer2013_privatetest": "FER-2013 PrivateTest (Kaggle ICML 2013 challenge), one folder per class",
+    "face_mask_detection": "Kaggle 'Face Mask Detection' (andrewmvd), CC0, images/ + annotations/",
+    "utkface_balanced": "UTKFace aligned crops (github bagashvilit/facial_recognition_bias)",
+    "celeba_subset": "CelebA aligned 000001-001000 and list_attr_celeba.txt",
+    "wild_photos": "github Linzaer/Ultra-Light-Fast-Generic-Face-Detector-1MB (imgs/)",
+    "masked_faces_wild": "Real-World Masked Face Dataset (github X-zhangyang/"
+    "Real-World-Masked-Face-Dataset)",
+}
+
+
+def datasets() -> list[str]:
+    return sorted({rel.split("/", 1)[0] for rel in data_manifest()})
+
+
+def _find_source(rel: str) -> Path | None:
+    for root in mirror_dirs():
+        cand = root / "data" / rel
+        if cand.is_file():
+            return cand
+    return None
+
+
+def assemble(dest: Path = DATA_DIR, names: list[str] | None = None, quiet: bool = False) -> int:
+    """Copy the pinned files of the data sets ``names`` (default: all) into ``dest``.
+
+    Returns the number of files copied. Raises :class:`AssetError` naming the missing data sets
+    and their origins when the mirror lacks them, and on any hash mismatch; nothing half-written
+    is left behind (each file is copied to a temporary name, checked, then renamed).
+    """
+    table = data_manifest()
+    wanted = set(names or datasets())
+    unknown = wanted - set(datasets())
+    if unknown:
+        raise ValueError(f"unknown data sets {sorted(unknown)}; known: {datasets()}")
+    todo = {rel: h for rel, h in table.items() if rel.split("/", 1)[0] in wanted}
+    copied = 0
+    missing: dict[str, int] = {}
+    for rel, expected in sorted(todo.items()):
+        target = dest / rel
+        if target.is_file() and sha256_file(target) == expected:
+            continue
+        src = _find_source(rel)
+        if src is None:
+            missing[rel.split("/", 1)[0]] = missing.get(rel.split("/", 1)[0], 0) + 1
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".part")
+        shutil.copyfile(src, tmp)
+        got = sha256_file(tmp)
+        if got != expected:
+            tmp.unlink()
+            raise AssetError(f"{src} has sha256 {got}, expected {expected} (corrupt mirror copy)")
+        tmp.replace(target)
+        copied += 1
+    if missing:
+        lines = [f"  {name}: {n} files missing; origin: {DATA_ORIGINS.get(name, '?')}"
+                 for name, n in sorted(missing.items())]
+        raise AssetError(
+            "data files not found in any mirror (looked in: "
+            + (", ".join(str(r / "data") for r in mirror_dirs()) or "no mirror found")
+            + ").\n" + "\n".join(lines)
+            + "\nSet XFR_MIRROR to a folder whose data/<name>/ holds your own copy laid out as in "
+            "the pinned list xfr/resources/data_manifest.sha256, then rerun `python -m xfr.data`."
+        )
+    if not quiet:
+        print(f"data/: {len(todo)} pinned files checked, {copied} copied into {dest}")
+    return copied
+
+
+# ----------------------------------------------------------------------------- listings
+@dataclass(frozen=True)
+class Pair:
+    a: Path
+    b: Path
+    same: bool
+
+
+def lfw_pairs(root: Path = DATA_DIR) -> list[Pair]:
+    """The 553 available LFW View-2 fold-1 pairs of ``lfw_gray`` (272 same, 281 different)."""
+    df = pd.read_csv(root / "lfw_gray" / "pairs_fold1_available.csv")
+    img = root / "lfw_gray" / "images"
+    return [Pair(img / a, img / b, bool(s)) for a, b, s in df.itertuples(index=False)]
+
+
+FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def fer2013(root: Path = DATA_DIR) -> pd.DataFrame:
+    """FER-2013 PrivateTest: columns ``path``, ``label`` (name), ``y`` (index in FER_CLASSES)."""
+    rows = [(p, p.parent.name) for p in sorted((root / "fer2013_privatetest").glob("*/*"))
+            if p.suffix.lower() in {".jpg", ".png", ".jpeg"}]
+    df = pd.DataFrame(rows, columns=["path", "label"])
+    df["y"] = df["label"].map(FER_CLASSES.index)
+    return df
+
+
+def utkface(root: Path = DATA_DIR) -> pd.DataFrame:
+    """UTKFace balanced: columns ``path``, ``age``, ``gender`` (0 male, 1 female), ``race`` (0..4)."""
+    rows = []
+    for p in sorted((root / "utkface_balanced").rglob("*.jpg")):
+        parts = p.name.split("_")
+        rows.append((p, int(parts[0]), int(parts[1]), int(parts[2])))
+    return pd.DataFrame(rows, columns=["path", "age", "gender", "race"])
+
+
+UTK_RACES = ("White", "Black", "Asian", "Indian", "Others")
+
+
+def celeba(root: Path = DATA_DIR) -> pd.DataFrame:
+    """CelebA subset with its 40 attributes as booleans, plus ``path``."""
+    base = root / "celeba_subset"
+    lines = (base / "list_attr_celeba_000001-001000.txt").read_text().splitlines()
+    header = lines[1].split()
+    rows = []
+    for line in lines[2:]:
+        parts = line.split()
+        if len(parts) == len(header) + 1:
+            rows.append([base / "celebA" / parts[0]] + [v == "1" for v in parts[1:]])
+    df = pd.DataFrame(rows, columns=["path"] + header)
+    return df[df["path"].map(Path.is_file)].reset_index(drop=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Assemble data/ from the offline mirror")
+    ap.add_argument("names", nargs="*", help=f"data sets (default all): {', '.join(datasets())}")
+    ap.add_argument("--dest", type=Path, default=DATA_DIR)
+    args = ap.parse_args(argv)
+    try:
+        assemble(args.dest, args.names or None)
+    except AssetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
