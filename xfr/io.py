@@ -40,7 +40,7 @@ def to_tensor(img: Image.Image | np.ndarray) -> Tensor:
         arr = arr[..., :3]
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
-    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    t = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)
     if t.dtype == torch.uint8:
         return t.float().div_(255.0)
     return t.float()

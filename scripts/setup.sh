@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Set up a fresh clone: virtual environment (.venv), the package with its test extras, and data/
+# assembled from the offline mirror ($XFR_MIRROR, or ../shared beside the checkout).
+# Idempotent: reinstalls only when pyproject.toml changed; copies only missing/changed data files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DVC_NO_ANALYTICS=1 YOLO_OFFLINE=1
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3.12 python3; do
+    if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(not ((3,11) <= sys.version_info[:2] < (3,13)))'; then
+      PY="$cand"; break
+    fi
+  done
+fi
+[ -n "$PY" ] || { echo "error: xfr needs Python 3.11 or 3.12 (set PYTHON=/path/to/python3.11)" >&2; exit 2; }
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+have="$(cat .venv/.xfr-installed 2>/dev/null || true)"
+if [ "$want" != "$have" ]; then
+  echo "setup: installing xfr and its dependencies into .venv (torch from the registry's standard build)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]'
+  echo "$want" > .venv/.xfr-installed
+fi
+
+# data/: pinned files from the mirror, sha256-checked; then record them in DVC's cache so that
+# `dvc status` / `dvc repro` see data.dvc as up to date.
+.venv/bin/python -m xfr.data
+.venv/bin/dvc config core.analytics false
+.venv/bin/dvc commit -q -f data.dvc
