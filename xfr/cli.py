@@ -1,0 +1,195 @@
+"""Command line: ``xfr explain ...`` writes a saliency map overlaid on the face and prints the score.
+
+Examples::
+
+    xfr explain --task verification --method minplus probe.jpg reference.jpg -o map.png
+    xfr explain --task expression --class happy face.jpg -o map.png
+    xfr explain --task gender --class woman face.jpg -o map.png --method rise -p n_masks=1000
+    xfr explain --task detection --method rise-gauss photo.jpg -o map.png [--box x1 y1 x2 y2]
+
+Verification aligns both faces with MTCNN onto the recognition model's template; expression and
+gender align the face onto the 112x112 ArcFace template (``--no-align`` uses the image as it is,
+e.g. for FER-2013 crops); detection explains the MTCNN score of the given box (default: the most
+probable face) on the whole image.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_MODELS = {
+    "verification": "dlib-resnet",
+    "expression": "mini-xception-fer2013",
+    "gender": "mini-xception-gender",
+    "detection": "mtcnn",
+}
+METHODS = ("minplus", "avg", "occlusion", "lime", "lime-map", "rise", "rise-gauss", "s-rise",
+           "xmaps")
+
+
+def _parse_value(text: str):
+    if "," in text:
+        return tuple(_parse_value(t.strip()) for t in text.split(",") if t.strip())
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _params(items: list[str]) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--param expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = _parse_value(value.strip())
+    return out
+
+
+def _load_face(path: Path, template: str | None, mtcnn):
+    """The image of ``path`` aligned onto ``template`` (None: as it is)."""
+    from .io import load_image
+    from .models.align import NoFaceError, detect_and_align
+
+    if template is None:
+        return load_image(path)
+    try:
+        return detect_and_align(load_image(path), template, mtcnn=mtcnn, select="largest")
+    except NoFaceError:
+        raise SystemExit(f"error: MTCNN found no face in {path}; use --no-align to explain the "
+                         f"image as it is") from None
+
+
+def _class_index(classes, name: str) -> int:
+    classes = list(classes)
+    if name is None:
+        raise SystemExit(f"error: --class is required for this task; one of {classes}")
+    if name.isdigit() and int(name) < len(classes):
+        return int(name)
+    if name not in classes:
+        raise SystemExit(f"error: unknown class {name!r}; the model's classes are {classes}")
+    return classes.index(name)
+
+
+def explain_command(args) -> int:
+    import torch
+
+    from . import explain as ex
+    from . import viz
+    from .models import load
+    from .score import attribute_score, detection_score, verification_score
+
+    params = _params(args.param)
+    common = {"batch_size": args.batch_size, "progress": args.progress}
+    if args.method in ("lime", "lime-map", "rise", "rise-gauss", "s-rise") and "seed" not in params:
+        params["seed"] = args.seed
+    model_name = args.model or DEFAULT_MODELS[args.task]
+    mtcnn = load("mtcnn")
+    images = args.images
+    overlay_on = None
+
+    if args.task == "verification":
+        if len(images) != 2:
+            raise SystemExit("error: verification needs two images: PROBE REFERENCE")
+        model = load(model_name)
+        template = None if args.no_align else getattr(model, "template", None)
+        probe = _load_face(Path(images[0]), template, mtcnn)
+        ref = _load_face(Path(images[1]), template, mtcnn)
+        if probe.shape != ref.shape:
+            raise SystemExit(f"error: probe {tuple(probe.shape)} and reference {tuple(ref.shape)} "
+                             f"differ in size; align them (drop --no-align)")
+        f = verification_score(model, ref)
+        image = probe
+        if args.method == "xmaps":
+            res = ex.xmaps(model, probe, ref, **params, **common)
+            print(f"cosine distance d(probe, reference) = {res.distance:.4f}")
+            print(f"score f(X) = <f_e(X), f_e(Y)> = {1.0 - res.distance:.4f}")
+            out = viz.save_png(viz.blend_hls(probe, res.map1), args.output)
+            if args.save_map:
+                torch.save(res.map1, args.save_map)
+            print(f"wrote {out}")
+            return 0
+        what = "<f_e(X), f_e(Y)>"
+    elif args.task in ("expression", "gender"):
+        if len(images) != 1:
+            raise SystemExit(f"error: {args.task} needs one image")
+        model = load(model_name)
+        k = _class_index(model.classes, args.cls)
+        image = _load_face(Path(images[0]), None if args.no_align else "arcface112", mtcnn)
+        f = attribute_score(model, k)
+        what = f"P({model.classes[k]} | X)"
+    else:  # detection
+        if len(images) != 1:
+            raise SystemExit("error: detection needs one image")
+        from .io import load_image
+        from .models.detect import best_face
+
+        image = load_image(images[0])
+        if args.box:
+            box = args.box
+        else:
+            det = mtcnn.detect(image)[0]
+            pick = best_face(det)
+            if pick is None:
+                raise SystemExit(f"error: MTCNN found no face in {images[0]}; give --box")
+            box = det.boxes[pick].tolist()
+        f = detection_score(mtcnn, box, iou_threshold=args.iou)
+        what = f"MTCNN score of box {[round(v, 1) for v in box]}"
+        overlay_on = image
+
+    if args.method == "xmaps":
+        raise SystemExit("error: xmaps explains a verification pair (--task verification)")
+    method = ex.SINGLE_IMAGE_METHODS[args.method]
+    score = float(f(image[None])[0])
+    print(f"score f(X) = {what} = {score:.4f}")
+    smap = method(f, image, **params, **common)
+    out = viz.save_png(viz.overlay(overlay_on if overlay_on is not None else image, smap),
+                       args.output)
+    if args.save_map:
+        torch.save(smap, args.save_map)
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="xfr", description="Black-box explainable face analysis")
+    sub = ap.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("explain", help="saliency map of one face (or face pair)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("images", nargs="+", help="PROBE REFERENCE (verification) or IMAGE")
+    e.add_argument("--task", choices=sorted(DEFAULT_MODELS), default="verification")
+    e.add_argument("--method", choices=METHODS, default="minplus")
+    e.add_argument("--model", help="registry name (default per task: "
+                   + ", ".join(f"{k}: {v}" for k, v in DEFAULT_MODELS.items()) + ")")
+    e.add_argument("--class", dest="cls", help="class to explain (name or index), expression/gender")
+    e.add_argument("--box", type=float, nargs=4, metavar=("X1", "Y1", "X2", "Y2"),
+                   help="detection: the box to explain (default: the most probable face)")
+    e.add_argument("--iou", type=float, default=0.5, help="detection: IoU to match the box")
+    e.add_argument("-o", "--output", required=True, help="PNG of the map overlaid on the face")
+    e.add_argument("--save-map", help="also save the raw map (torch.save) here")
+    e.add_argument("--no-align", action="store_true", help="do not detect and align the face")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--progress", action="store_true")
+    e.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
+                   help="explainer parameter, e.g. -p n_masks=1000 -p t_max=5 (repeatable)")
+    e.set_defaults(func=explain_command)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""S-RISE: similarity-based RISE for face recognition (Lu & Ebrahimi, §3.2).
+
+Masks of many Gaussian patches at random positions (§3.2.1; defaults of §4.1.2: 500 masks, 100
+patches per mask, kernel 40, sigma 7). For a pair {I_p, I_m} (§3.2.2) each mask is applied to one
+image at a time: s_i^p = cos(N(I_p o M_i), N(I_m)), s_i^m = cos(N(I_p), N(I_m o M_i)), and
+H_p = sum_i s_i^p M_i, H_m = sum_i s_i^m M_i (we divide by N, which changes no normalized map).
+A triplet {I_p, I_m, I_n} is split into the matching and the non-matching pair; the same masks
+are used for both pairs, so the masked probes are embedded once. Step 7 "normalize the saliency
+maps for both matching and non-matching pairs": we scale all maps of a pair (or of a triplet)
+with one common min-max, so that a less similar pair keeps shallower maps (as §4.3 reads them).
+Reading: a mask is the clipped sum of its patches (the paper does not say how patches combine).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..engine import Fill, ScoreFn, perturb
+from ..score import unit_embeddings
+from .common import (WeightedMaskSum, as_counting, check_float, check_int, check_seed, joint_minmax,
+                     minmax, prepare)
+from .masks import SRiseMasks
+
+
+def _masks(hw, n_masks, n_patches, kernel, sigma, seed) -> SRiseMasks:
+    n_masks = check_int("n_masks", n_masks, 1, hint="an empty mask set explains nothing")
+    n_patches = check_int("n_patches", n_patches, 1)
+    kernel = check_int("kernel", kernel, 1, min(hw),
+                       hint=f"the Gaussian patch must fit the {hw[0]}x{hw[1]} image")
+    sigma = check_float("sigma", sigma, 0.0, low_open=True)
+    if sigma > 2 * max(hw):
+        raise ValueError(f"sigma={sigma} does not fit the {hw[0]}x{hw[1]} image")
+    return SRiseMasks(hw, n_masks, n_patches, kernel, sigma, seed=check_seed(seed))
+
+
+def srise(
+    f: ScoreFn,
+    image: Tensor,
+    n_masks: int = 500,
+    n_patches: int = 100,
+    kernel: int = 40,
+    sigma: float = 7.0,
+    fill: Fill = 0.0,
+    seed: int = 0,
+    normalize: bool = True,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> Tensor:
+    """S-RISE map [H, W] of one image for any score f: (1/N) sum_i f(X o M_i) M_i, min-max
+    scaled to [0, 1] when ``normalize``."""
+    img = prepare(image)
+    hw = (img.shape[1], img.shape[2])
+    masks = _masks(hw, n_masks, n_patches, kernel, sigma, seed)
+    acc = WeightedMaskSum(hw)
+    perturb(as_counting(f), img, masks, fill=fill, batch_size=batch_size, progress=progress,
+            on_batch=acc, desc="s-rise")
+    out = acc.mean()
+    return minmax(out) if normalize else out.float()
+
+
+class _MultiReference:
+    """Score function cos(N(X), ref_0) that also keeps cos(N(X), ref_r) for every reference of the
+    last batch (so one forward pass serves several pairs)."""
+
+    def __init__(self, embedder, refs: Tensor):
+        self.embed = unit_embeddings(embedder)
+        self.refs = refs  # [R, D] unit vectors
+        self.last: Tensor | None = None
+
+    def __call__(self, images: Tensor) -> Tensor:
+        sims = self.embed(images) @ self.refs.T
+        self.last = sims.detach().cpu().float()
+        return sims[:, 0]
+
+
+def _maps_against(embedder, image: Tensor, refs: Tensor, masks: SRiseMasks, fill, batch_size,
+                  progress) -> list[Tensor]:
+    """Un-normalized S-RISE maps of ``image`` against each reference embedding."""
+    scorer = _MultiReference(embedder, refs)
+    accs = [WeightedMaskSum(masks.hw) for _ in range(len(refs))]
+
+    def on_batch(m, s, start):
+        for r, acc in enumerate(accs):
+            acc(m, scorer.last[:, r], start)
+
+    perturb(scorer, image, masks, fill=fill, batch_size=batch_size, progress=progress,
+            on_batch=on_batch, desc="s-rise")
+    return [acc.mean() for acc in accs]
+
+
+@dataclass
+class SRiseTriplet:
+    """Jointly normalized S-RISE maps of a triplet (§3.2.2): the probe and the mate of the
+    matching pair, the probe and the non-mate of the non-matching pair, and the similarities."""
+
+    probe_mate: Tensor
+    mate: Tensor
+    probe_nonmate: Tensor
+    nonmate: Tensor
+    similarity_mate: float
+    similarity_nonmate: float
+
+
+def srise_pair(embedder, probe: Tensor, mate: Tensor, n_masks: int = 500, n_patches: int = 100,
+               kernel: int = 40, sigma: float = 7.0, fill: Fill = 0.0, seed: int = 0,
+               batch_size: int = 64, progress: bool = False) -> tuple[Tensor, Tensor]:
+    """(H_p, H_m) of a pair, jointly min-max normalized (steps 2-5 and 7 of §3.2.2).
+    ``embedder``: images [N,C,H,W] in [0,1] -> embeddings [N,D] (any recognition model)."""
+    p, m = prepare(probe), prepare(mate)
+    if p.shape != m.shape:
+        raise ValueError(f"probe and mate must have the same shape, got {tuple(p.shape)} and "
+                         f"{tuple(m.shape)} (align both faces to the model's chip)")
+    masks = _masks((p.shape[1], p.shape[2]), n_masks, n_patches, kernel, sigma, seed)
+    embed = unit_embeddings(embedder)
+    with torch.inference_mode():
+        e = embed(torch.stack([p, m]))
+    h_p, = _maps_against(embedder, p, e[1:2], masks, fill, batch_size, progress)
+    h_m, = _maps_against(embedder, m, e[0:1], masks, fill, batch_size, progress)
+    return tuple(joint_minmax([h_p, h_m]))
+
+
+def srise_triplet(embedder, probe: Tensor, mate: Tensor, nonmate: Tensor, n_masks: int = 500,
+                  n_patches: int = 100, kernel: int = 40, sigma: float = 7.0, fill: Fill = 0.0,
+                  seed: int = 0, batch_size: int = 64, progress: bool = False) -> SRiseTriplet:
+    """S-RISE on a triplet: maps for {I_p, I_m} and {I_p, I_n}, all four scaled together."""
+    p, m, n = prepare(probe), prepare(mate), prepare(nonmate)
+    if not (p.shape == m.shape == n.shape):
+        raise ValueError("probe, mate and non-mate must have the same shape (aligned chips)")
+    masks = _masks((p.shape[1], p.shape[2]), n_masks, n_patches, kernel, sigma, seed)
+    embed = unit_embeddings(embedder)
+    with torch.inference_mode():
+        e = embed(torch.stack([p, m, n]))
+    h_pm, h_pn = _maps_against(embedder, p, e[1:3], masks, fill, batch_size, progress)
+    h_m, = _maps_against(embedder, m, e[0:1], masks, fill, batch_size, progress)
+    h_n, = _maps_against(embedder, n, e[0:1], masks, fill, batch_size, progress)
+    pm, mm, pn, nn_ = joint_minmax([h_pm, h_m, h_pn, h_n])
+    return SRiseTriplet(pm, mm, pn, nn_, float(e[0] @ e[1]), float(e[0] @ e[2]))
+
+
+__all__ = ["srise", "srise_pair", "srise_triplet", "SRiseTriplet"]

