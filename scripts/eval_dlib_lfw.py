@@ -33,7 +33,8 @@ from xfr.models.dlib_resnet import SAME_PERSON_THRESHOLD, load_dlib_resnet
 
 
 def best_threshold(dist: np.ndarray, same: np.ndarray) -> float:
-    """Threshold t maximizing the accuracy of "same iff dist < t" (midpoints of sorted distances)."""
+    """Threshold t maximizing the accuracy of "same iff dist < t" (over the midpoints of the
+    sorted distances)."""
     d = np.sort(dist)
     cands = np.concatenate([[d[0] - 1e-6], (d[1:] + d[:-1]) / 2, [d[-1] + 1e-6]])
     acc = [((dist < t) == same).mean() for t in cands]
@@ -136,10 +137,12 @@ def main(argv=None) -> int:
         print("(c)", res["dlib_crosscheck"])
     else:
         root = Path(spec.submodule_search_locations[0]) / "models"
-        facerec = dlib.face_recognition_model_v1(str(root / "dlib_face_recognition_resnet_model_v1.dat"))
+        facerec = dlib.face_recognition_model_v1(
+            str(root / "dlib_face_recognition_resnet_model_v1.dat"))
         ref = {n: np.asarray(facerec.compute_face_descriptor(
             np.ascontiguousarray(chips[n].permute(1, 2, 0).numpy()))) for n in names}
-        pick = np.linspace(0, len(names) - 1, min(args.n_crosscheck, len(names))).round().astype(int)
+        n_check = min(args.n_crosscheck, len(names))
+        pick = np.linspace(0, len(names) - 1, n_check).round().astype(int)
         cos = np.array([emb[names[i]] @ ref[names[i]] / np.linalg.norm(emb[names[i]])
                         / np.linalg.norm(ref[names[i]]) for i in pick])
         eu = np.array([np.linalg.norm(emb[names[i]] - ref[names[i]]) for i in pick])

@@ -156,7 +156,8 @@ def test_mtcnn_finds_faces_in_lfw_with_plausible_landmarks(mtcnn, data_dir):
         le, re, nose, ml, mr = lm
         assert le[0] < nose[0] < re[0] and ml[0] < mr[0]
         assert max(le[1], re[1]) < nose[1] < min(ml[1], mr[1])
-        inside = (lm[:, 0] >= box[0]) & (lm[:, 0] <= box[2]) & (lm[:, 1] >= box[1]) & (lm[:, 1] <= box[3])
+        inside = ((lm[:, 0] >= box[0]) & (lm[:, 0] <= box[2])
+                  & (lm[:, 1] >= box[1]) & (lm[:, 1] <= box[3]))
         assert bool(inside.all())
     # batched detection equals one image at a time
     single = mtcnn.detect(imgs[1])[0]

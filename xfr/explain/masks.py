@@ -289,7 +289,8 @@ class SuperpixelMasks(IndexedMasks):
         return torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, self.n_segments)
 
     def make(self, idx: np.ndarray) -> Tensor:
-        return self.z(idx)[:, self.segments]
+        z = self.z(idx)
+        return z.index_select(1, self.segments.reshape(-1)).reshape(len(z), *self.hw)
 
 
 def check_patch_fits(name: str, patch: int, hw: tuple[int, int]) -> int:

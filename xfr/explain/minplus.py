@@ -26,6 +26,9 @@ them with ArcFace for the MinPlus figures), read for parameters only:
   iteration of Algorithm 4, as the reference computes them;
 - eq. 12's kernel is the same window (width, std width / 8.5) with OpenCV's reflect-101 border.
 
+H1(i*, j*) <- delta s is an assignment (Algorithms 2 and 4, line 26): a centre chosen again keeps
+its latest delta s; the last iteration's delta s (the one that stops the loop) is recorded too.
+
 Deviations: the aggregation starts from an exact black image as Algorithms 3-4 say (the reference
 starts from random values in {0, 1/255}); every grid centre is evaluated at every iteration as
 Algorithms 2 and 4 say (the reference skips centres whose pixel is already black); ties in the

@@ -70,7 +70,8 @@ def _as_hwc255(image: Tensor) -> Tensor:
     if not isinstance(image, Tensor):
         raise TypeError(f"expected a torch.Tensor image, got {type(image).__name__}")
     if image.dim() != 3 or image.shape[0] not in (1, 3, 4):
-        raise ValueError(f"expected an image [3,H,W] (or [1,H,W], [4,H,W]), got {tuple(image.shape)}")
+        raise ValueError(
+            f"expected an image [3,H,W] (or [1,H,W], [4,H,W]), got {tuple(image.shape)}")
     image = image.detach().float().cpu()
     if image.shape[0] == 1:
         image = image.expand(3, -1, -1)

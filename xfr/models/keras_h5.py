@@ -413,6 +413,8 @@ class KerasConcat(nn.Module):
 def build_layer(layer: KerasLayer) -> nn.Module:
     """The PyTorch module (NCHW) computing one Keras layer."""
     kind, cfg, name = layer.class_name, layer.config, layer.name
+    layer = KerasLayer(name, kind, cfg, layer.inbound,
+                       {k: np.asarray(v, dtype=np.float32) for k, v in layer.weights.items()})
     if kind in ("InputLayer", "Dropout"):
         return nn.Identity()
     if kind in ("Conv2D", "SeparableConv2D", "DepthwiseConv2D"):

@@ -1,0 +1,76 @@
+"""``xfr explain``: argument handling, and end to end on real faces and models (slow)."""
+import pytest
+import torch
+from PIL import Image
+
+from xfr.cli import _params, main
+from xfr.data import DATA_DIR
+
+
+def test_param_parsing():
+    assert _params(["n_masks=100", "p=0.25", "shape=gaussian", "patch_sizes=7,14", "blur=false"]) == {
+        "n_masks": 100, "p": 0.25, "shape": "gaussian", "patch_sizes": (7, 14), "blur": False}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        _params(["n_masks"])
+
+
+def test_missing_file_is_a_clean_error(tmp_path, capsys):
+    rc = main(["explain", str(tmp_path / "nope.jpg"), str(tmp_path / "nope2.jpg"),
+               "-o", str(tmp_path / "m.png")])
+    assert rc == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def _need_data():
+    if not (DATA_DIR / "lfw_gray").is_dir():
+        pytest.skip("data/ not assembled (python -m xfr.data)")
+
+
+@pytest.mark.slow
+def test_cli_verification_writes_overlay_and_prints_score(tmp_path, capsys):
+    _need_data()
+    from xfr.data import lfw_pairs
+    from xfr.models import load
+    from xfr.models.align import detect_and_align
+    from xfr.score import verification_score
+
+    pair = next(p for p in lfw_pairs() if p.same)
+    out, raw = tmp_path / "map.png", tmp_path / "map.pt"
+    rc = main(["explain", "--task", "verification", "--method", "occlusion", "-p", "patch=30",
+               "-p", "stride=30", str(pair.a), str(pair.b), "-o", str(out), "--save-map", str(raw)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    score = float([ln for ln in printed.splitlines() if ln.startswith("score")][0].rsplit("=", 1)[1])
+    model = load("dlib-resnet")
+    chips = [detect_and_align(p, model.template) for p in (pair.a, pair.b)]
+    want = float(verification_score(model, chips[1])(chips[0][None])[0])
+    assert score == pytest.approx(want, abs=1e-3)
+    with Image.open(out) as im:
+        assert im.size == (model.input_size, model.input_size)
+    smap = torch.load(raw)
+    assert smap.shape == (model.input_size, model.input_size) and torch.isfinite(smap).all()
+
+
+@pytest.mark.slow
+def test_cli_expression_and_detection(tmp_path, capsys):
+    _need_data()
+    from xfr.data import fer2013
+
+    df = fer2013()
+    face = df[df.label == "happy"].path.iloc[0]
+    out = tmp_path / "expr.png"
+    rc = main(["explain", "--task", "expression", "--class", "happy", "--no-align", "--method",
+               "rise", "-p", "n_masks=8", str(face), "-o", str(out)])
+    assert rc == 0 and out.is_file()
+    assert "P(happy | X)" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown class"):
+        main(["explain", "--task", "expression", "--class", "joy", "--no-align", str(face),
+              "-o", str(out)])
+    photo = DATA_DIR / "lfw_rgb_samples" / "Anthony_Hopkins_0001.jpg"
+    out = tmp_path / "det.png"
+    rc = main(["explain", "--task", "detection", "--method", "occlusion", "-p", "patch=125",
+               "-p", "stride=125", str(photo), "-o", str(out)])
+    assert rc == 0
+    with Image.open(out) as im, Image.open(photo) as src:
+        assert im.size == src.size
+    assert "MTCNN score of box" in capsys.readouterr().out

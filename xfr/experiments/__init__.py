@@ -1,0 +1,1 @@
+"""Experiment code shared by the pipeline notebooks."""

@@ -1,0 +1,226 @@
+"""Expression-recognition experiments of MinPlus (Mery 2022, §3.2) on FER-2013 with the
+mini-Xception (notebook ``notebooks/expressions.ipynb``):
+
+- Fig. 3: MinPlus, LIME (and LIME-map, free from the same samples), RISE and RISEgauss on one
+  happy, surprised, angry and neutral face, each explaining f(X) = P(true class | X) (eq. 3);
+- Fig. 4: five runs (seeds) of each random method on the 'angry' face, and the run-to-run
+  agreement of their maps (:func:`xfr.metrics.stability`); MinPlus has no random component.
+
+Also the glue the other experiment modules reuse: :func:`run_methods` (several explainers on one
+image with their cost, LIME and LIME-map sharing one set of samples) and :func:`method_row`
+(one methods.csv row).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..engine import score_images
+from ..explain import SINGLE_IMAGE_METHODS, lime_explain
+from ..io import load_image
+from ..metrics import stability
+from ..metrics.base import minmax
+from ..report import Timed, timed
+
+# explainer name (xfr.explain.SINGLE_IMAGE_METHODS) -> the name the papers print
+METHOD_LABELS = {
+    "minplus": "MinPlus",
+    "avg": "AVG",
+    "lime": "LIME",
+    "lime-map": "LIME-map",
+    "rise": "RISE",
+    "rise-gauss": "RISEgauss",
+    "s-rise": "S-RISE",
+    "occlusion": "occlusion",
+}
+RANDOM_METHODS = ("lime", "lime-map", "rise", "rise-gauss", "s-rise")
+
+
+def label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+# ----------------------------------------------------------------------------- faces
+def resize_face(image: Tensor, size: int) -> Tensor:
+    """[3,h,w] -> [3,size,size], bilinear (antialiased when shrinking)."""
+    if image.shape[1:] == (size, size):
+        return image.clone()
+    shrink = size < max(image.shape[1:])
+    out = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False,
+                        antialias=shrink)[0]
+    return out.clamp(0, 1)
+
+
+def pick_confident_faces(model, table: pd.DataFrame, classes: Sequence[str], n_candidates: int = 64,
+                         batch_size: int = 64) -> pd.DataFrame:
+    """For each class, among the first ``n_candidates`` images of that class (file-name order) the
+    one the model classifies correctly with the highest probability (ties: the first).
+
+    ``table``: columns ``path``, ``label``, ``y`` (:func:`xfr.data.fer2013`). Returns one row per
+    class: ``label``, ``y``, ``path``, ``prob`` (P(label)), ``n_correct`` (correct among the
+    candidates). Raises ValueError when a class has no correctly classified candidate.
+    """
+    rows = []
+    for name in classes:
+        sub = table[table["label"] == name].sort_values("path").head(int(n_candidates))
+        if sub.empty:
+            raise ValueError(f"no images of class {name!r} (classes: {sorted(table['label'].unique())})")
+        images = torch.stack([load_image(p) for p in sub["path"]])
+        k = int(sub["y"].iloc[0])
+        probs = torch.cat([torch.softmax(_logits(model, images[i:i + batch_size]), dim=1)
+                           for i in range(0, len(images), batch_size)])
+        correct = probs.argmax(dim=1) == k
+        if not bool(correct.any()):
+            raise ValueError(f"the model classifies none of the first {len(sub)} {name!r} images "
+                             f"correctly; raise n_candidates")
+        pk = torch.where(correct, probs[:, k], torch.full_like(probs[:, k], -1.0))
+        i = int(torch.nonzero(pk == pk.max())[0, 0])
+        rows.append(dict(label=name, y=k, path=Path(sub["path"].iloc[i]), prob=float(probs[i, k]),
+                         n_correct=int(correct.sum()), n_candidates=len(sub)))
+    return pd.DataFrame(rows)
+
+
+def _logits(model, images: Tensor) -> Tensor:
+    with torch.inference_mode():
+        return model(images).float().cpu()
+
+
+# ----------------------------------------------------------------------------- explainers
+def run_methods(f, image: Tensor, methods: Mapping[str, Mapping], seed: int | None = None,
+                batch_size: int | None = None) -> dict[str, Timed]:
+    """Run each explainer of ``methods`` (name -> keyword arguments; names of
+    :data:`xfr.explain.SINGLE_IMAGE_METHODS`) on ``image`` with the score function ``f``.
+
+    ``seed`` and ``batch_size`` are added to every explainer's arguments (``seed`` only to the
+    random ones) unless given there. When both ``lime`` and ``lime-map`` are asked for with the
+    same arguments they come from one :func:`xfr.explain.lime_explain` run, as in the paper
+    (LIME-map is "the saliency map of LIME"); both rows then carry that run's cost, with
+    ``extras['shared_with']`` naming the other.
+    """
+    out: dict[str, Timed] = {}
+    kwargs = {name: _kwargs(name, methods[name], seed, batch_size) for name in methods}
+    unknown = [n for n in methods if n not in SINGLE_IMAGE_METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; known: {sorted(SINGLE_IMAGE_METHODS)}")
+    shared = "lime" in methods and "lime-map" in methods and kwargs["lime"] == kwargs["lime-map"]
+    for name in methods:
+        if shared and name in ("lime", "lime-map"):
+            if "lime" in out:
+                continue
+            run = timed(lime_explain, f, image, **kwargs["lime"])
+            exp = run.map
+            out["lime"] = Timed(exp.lime_map, run.seconds, run.n_forward,
+                                dict(shared_with="lime-map", r2=exp.r2))
+            out["lime-map"] = Timed(exp.saliency, run.seconds, run.n_forward,
+                                    dict(shared_with="lime", r2=exp.r2))
+            continue
+        out[name] = timed(SINGLE_IMAGE_METHODS[name], f, image, **kwargs[name])
+    return {name: out[name] for name in methods}
+
+
+def _kwargs(name: str, given: Mapping | None, seed: int | None, batch_size: int | None) -> dict:
+    kw = dict(given or {})
+    if seed is not None and name in RANDOM_METHODS:
+        kw.setdefault("seed", int(seed))
+    if batch_size is not None:
+        kw.setdefault("batch_size", int(batch_size))
+    return kw
+
+
+def seed_runs(f, image: Tensor, methods: Mapping[str, Mapping], seeds: Sequence[int],
+              batch_size: int | None = None, first: Mapping[str, Timed] | None = None
+              ) -> dict[str, list[Timed]]:
+    """Maps of each random method for every seed of ``seeds`` (MinPlus Fig. 4). ``first``:
+    results already computed with ``seeds[0]`` (reused, not recomputed)."""
+    runs: dict[str, list[Timed]] = {name: [] for name in methods}
+    for k, s in enumerate(seeds):
+        todo = {n: kw for n, kw in methods.items() if not (k == 0 and first and n in first)}
+        done = run_methods(f, image, todo, seed=s, batch_size=batch_size) if todo else {}
+        for name in methods:
+            runs[name].append(first[name] if k == 0 and first and name in first else done[name])
+    return runs
+
+
+def stability_table(runs: Mapping[str, Sequence[Timed]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per method: mean pairwise Pearson and Spearman and mean pixel std of the min-max
+    normalized maps of the runs (:func:`xfr.metrics.stability`), and the pairwise values
+    (long format: method, run_a, run_b, pearson, spearman)."""
+    summary, pairs = [], []
+    for name, items in runs.items():
+        maps = [minmax(np.asarray(t.map, dtype=np.float64)) for t in items]
+        res = stability(maps)
+        summary.append(dict(method=label(name), runs=len(maps), pearson=res.mean_pearson,
+                            spearman=res.mean_spearman, pixel_std=res.mean_std))
+        for a in range(len(maps)):
+            for b in range(a + 1, len(maps)):
+                pairs.append(dict(method=label(name), run_a=a, run_b=b,
+                                  pearson=res.pearson[a, b], spearman=res.spearman[a, b]))
+    return pd.DataFrame(summary), pd.DataFrame(pairs)
+
+
+def method_row(task: str, method: str, runs: Sequence[Timed], **metrics) -> dict:
+    """One methods.csv row: task, method, the given metrics, mean forward passes and seconds per
+    explained image."""
+    return dict(task=task, method=label(method), **metrics,
+                forward_passes=float(np.mean([t.n_forward for t in runs])),
+                seconds_per_image=float(np.mean([t.seconds for t in runs])))
+
+
+def class_probability(model, image: Tensor, k: int) -> float:
+    """P(class k | image) of a classifier returning logits."""
+    return float(torch.softmax(_logits(model, image[None]), dim=1)[0, k])
+
+
+def max_abs_difference(a: Tensor, b: Tensor) -> float:
+    return float((torch.as_tensor(a).double() - torch.as_tensor(b).double()).abs().max())
+
+
+# ----------------------------------------------------------------------------- figures
+def fig_methods(faces: Sequence[Tensor], row_titles: Sequence[str],
+                results: Sequence[Mapping[str, Timed]], path, title: str, scale: int = 1,
+                extra: Mapping[str, str] | None = None):
+    """Rows of [face, overlay of each method] (MinPlus Figs. 3 and 5 layout); each panel titled
+    with the method, its forward passes and seconds (and ``extra[method]``)."""
+    from ..viz import image_panel, overlay, side_by_side
+
+    panels = []
+    for face, rt, res in zip(faces, row_titles, results):
+        row = [(rt, _up(image_panel(face), scale))]
+        for name, t in res.items():
+            cap = f"{label(name)}\n{t.n_forward} passes, {t.seconds:.1f}s"
+            if extra and name in extra:
+                cap += f"\n{extra[name]}"
+            row.append((cap, _up(overlay(face, t.map), scale)))
+        panels.append(row)
+    return side_by_side(panels, path, title=title)
+
+
+def fig_runs(face: Tensor, runs: Mapping[str, Sequence[Timed]], stab: pd.DataFrame, path,
+             title: str, seeds: Sequence[int], scale: int = 1):
+    """MinPlus Fig. 4 layout: one row per method, its runs side by side, then the pixel-wise
+    std of the normalized maps; row captions carry the stability numbers."""
+    from ..viz import colorize, image_panel, overlay, side_by_side, to_uint8
+
+    panels = []
+    for name, items in runs.items():
+        st = stab[stab["method"] == label(name)].iloc[0]
+        row = [(f"{label(name)}\nPearson {st.pearson:.2f}\nSpearman {st.spearman:.2f}",
+                _up(image_panel(face), scale))]
+        for k, t in enumerate(items):
+            run_name = f"seed {seeds[k]}" if name in RANDOM_METHODS else f"run {k + 1}"
+            row.append((f"{label(name)} {run_name}", _up(overlay(face, t.map), scale)))
+        std = np.std(np.stack([minmax(np.asarray(t.map, np.float64)) for t in items]), axis=0)
+        row.append((f"pixel std (mean {st.pixel_std:.3f})",
+                    _up(to_uint8(colorize(std, "magma", vmin=0.0, vmax=0.5)), scale)))
+        panels.append(row)
+    return side_by_side(panels, path, title=title)
+
+
+def _up(rgb: np.ndarray, scale: int) -> np.ndarray:
+    return rgb if scale <= 1 else np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)

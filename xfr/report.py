@@ -1,0 +1,82 @@
+"""Small helpers the experiment notebooks share: output folders, metrics JSON, plot CSVs, figures,
+timed explanations."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .engine import CountingScore
+
+
+def out_paths(out_dir: str | Path) -> tuple[Path, Path]:
+    """``out_dir`` and its ``figures/`` subfolder, created."""
+    out = Path(out_dir)
+    figs = out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    return out, figs
+
+
+def _clean(value):
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return None if math.isnan(v) or math.isinf(v) else round(v, 6)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, torch.Tensor):
+        return _clean(value.tolist())
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    return value
+
+
+def write_metrics(out_dir: str | Path, metrics: dict, name: str = "metrics.json") -> Path:
+    """Write ``metrics`` as sorted, rounded JSON (NaN -> null) for ``dvc metrics``."""
+    path = Path(out_dir) / name
+    path.write_text(json.dumps(_clean(metrics), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def write_csv(out_dir: str | Path, name: str, frame: pd.DataFrame) -> Path:
+    """Write plot data for ``dvc plots`` (no index, 6 significant digits)."""
+    path = Path(out_dir) / name
+    frame.to_csv(path, index=False, float_format="%.6g")
+    return path
+
+
+def savefig(fig, figs_dir: str | Path, name: str, dpi: int = 110) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(figs_dir) / name
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+@dataclass
+class Timed:
+    """A map with the cost of computing it."""
+
+    map: torch.Tensor
+    seconds: float
+    n_forward: int
+    extras: dict = field(default_factory=dict)
+
+
+def timed(explainer: Callable, f: Callable, image: torch.Tensor, **kwargs) -> Timed:
+    """Run ``explainer(f_counted, image, **kwargs)`` and record wall seconds and forward passes."""
+    counted = CountingScore(f)
+    t0 = time.perf_counter()
+    smap = explainer(counted, image, **kwargs)
+    return Timed(smap, time.perf_counter() - t0, counted.n_forward)
