@@ -16,8 +16,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from xfr import explain as ex
 from xfr import viz
 from xfr.data import lfw_pairs

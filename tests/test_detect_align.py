@@ -69,6 +69,30 @@ def test_similarity_transform_matches_skimage_on_noisy_points():
     np.testing.assert_allclose(similarity_transform(src, dst), ref.params[:2], atol=1e-8)
 
 
+def test_weighted_similarity_transform_matches_linear_least_squares():
+    """A similarity x -> [[a, -b], [b, a]] x + t is linear in (a, b, tx, ty): the weighted fit
+    must equal numpy's weighted linear least squares; zero-weight points must not matter."""
+    rng = np.random.default_rng(2)
+    src = rng.uniform(0, 150, size=(5, 2))
+    dst = transform_points(_similarity(1.7, -0.6, 20, -4), src) + rng.normal(0, 3.0, (5, 2))
+    w = np.array([1.0, 1.0, 0.5, 0.0, 0.0])
+    rows, rhs, rw = [], [], []
+    for (x, y), (u, v), wk in zip(src, dst, w):
+        rows += [[x, -y, 1, 0], [y, x, 0, 1]]
+        rhs += [u, v]
+        rw += [wk, wk]
+    sw = np.sqrt(np.array(rw))
+    a, b, tx, ty = np.linalg.lstsq(np.array(rows) * sw[:, None], np.array(rhs) * sw, rcond=None)[0]
+    np.testing.assert_allclose(similarity_transform(src, dst, w),
+                               [[a, -b, tx], [b, a, ty]], atol=1e-8)
+    moved = dst.copy()
+    moved[3:] += 40.0
+    np.testing.assert_allclose(similarity_transform(src, moved, w),
+                               similarity_transform(src, dst, w), atol=1e-10)
+    with pytest.raises(ValueError, match="two of them > 0"):
+        similarity_transform(src, dst, [1, 0, 0, 0, 0])
+
+
 def test_similarity_transform_rejects_bad_input():
     with pytest.raises(ValueError, match="coincide"):
         similarity_transform(np.ones((5, 2)), np.zeros((5, 2)))

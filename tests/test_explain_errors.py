@@ -17,6 +17,7 @@ embed = lambda x: x.flatten(1)[:, :8]
     (lambda: minplus(f, IMG, step=0), "step"),
     (lambda: minplus(f, IMG, step=24), "step"),
     (lambda: minplus(f, IMG, t_max=0), "t_max"),
+    (lambda: minplus(f, IMG, theta=float("nan")), "theta"),
     (lambda: minplus(f, IMG, width=2.5), "width"),
     (lambda: occlusion(f, IMG, patch=0), "patch"),
     (lambda: occlusion(f, IMG, patch=30), "patch"),

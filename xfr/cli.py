@@ -84,6 +84,9 @@ def explain_command(args) -> int:
     from .models import load
     from .score import attribute_score, detection_score, verification_score
 
+    for path in args.images:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"image file not found: {path}")
     params = _params(args.param)
     common = {"batch_size": args.batch_size, "progress": args.progress}
     if args.method in ("lime", "lime-map", "rise", "rise-gauss", "s-rise") and "seed" not in params:

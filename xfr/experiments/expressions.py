@@ -224,3 +224,32 @@ def fig_runs(face: Tensor, runs: Mapping[str, Sequence[Timed]], stab: pd.DataFra
 
 def _up(rgb: np.ndarray, scale: int) -> np.ndarray:
     return rgb if scale <= 1 else np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+
+
+# ----------------------------------------------------------------------------- MinPlus parts
+def minplus_with_parts(f, image: Tensor, batch_size: int = 64, **kwargs):
+    """MinPlus (eqs. 11-13) together with its four partial maps (Algorithms 1-4): a
+    :class:`~xfr.report.Timed` of the final map and the :class:`~xfr.explain.MinPlusMaps`."""
+    from ..explain import combine_minplus, minplus_maps
+
+    run = timed(minplus_maps, f, image, batch_size=batch_size, **kwargs)
+    parts = run.map
+    return Timed(combine_minplus(parts), run.seconds, run.n_forward), parts
+
+
+def fig_minplus_parts(image: Tensor, parts, path, title: str, scale: int = 1):
+    """The four partial maps of MinPlus, each smoothed with its Gaussian window (eq. 12) and
+    shown on a symmetric colour scale (red > 0 > blue), and the final map."""
+    from ..explain import combine_minplus
+    from ..explain.common import gaussian_smooth
+    from ..viz import colorize, image_panel, overlay, side_by_side, to_uint8
+
+    row = [("face", _up(image_panel(image), scale))]
+    for name, m in zip(("H0- (Alg. 1)", "H1- (Alg. 2)", "H0+ (Alg. 3)", "H1+ (Alg. 4)"), parts.as_list()):
+        sm = gaussian_smooth(m.double(), parts.width).numpy()
+        lim = float(np.abs(sm).max()) or 1.0
+        raw = m.numpy()
+        row.append((f"{name}\nraw min {raw.min():+.2f} max {raw.max():+.2f}",
+                    _up(to_uint8(colorize(sm, "RdBu_r", vmin=-lim, vmax=lim)), scale)))
+    row.append(("MinPlus (eqs. 11-13)", _up(overlay(image, combine_minplus(parts)), scale)))
+    return side_by_side([row], path, title=title)

@@ -646,7 +646,7 @@ def cscore_figure(res, fit, bins: int = 400):
     ax2.set_ylabel("ratio / c(d)")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="center right")
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower left")
     ax.set_title("X-Maps Fig. 2: distances, ratio and fitted sigmoid (all pairs)", fontsize=9)
     correct = res.correct
     for sel, mk, col, lab in ((correct & y, "o", "tab:green", "genuine, correct"),
@@ -659,6 +659,7 @@ def cscore_figure(res, fit, bins: int = 400):
     bx.axvline(float(np.mean(res.threshold)), color="gray", ls="--")
     bx.set_xlabel("cosine distance d")
     bx.set_ylabel("C-Score (eq. 3, fold-wise)")
+    bx.set_ylim(0.45, 1.03)
     bx.set_title(f"C-Score per pair: accuracy {res.accuracy:.3f}, mean C correct "
                  f"{res.C[correct].mean():.3f} / wrong {res.C[~correct].mean() if (~correct).any() else float('nan'):.3f}",
                  fontsize=9)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .common import WIDTH_TO_STD, check_float, check_int, gaussian_bumps, window_offsets
+from .common import WIDTH_TO_STD, check_int, gaussian_bumps, window_offsets
 
 
 def mask_rng(seed: int, k: int) -> np.random.Generator:
@@ -301,5 +301,4 @@ def check_patch_fits(name: str, patch: int, hw: tuple[int, int]) -> int:
 __all__ = [
     "mask_rng", "IndexedMasks", "PatchMasks", "GaussianMasks", "RiseMasks", "GaussianBlobMasks",
     "SRiseMasks", "SuperpixelMasks", "sliding_positions", "xmaps_positions", "check_patch_fits",
-    "check_float",
 ]

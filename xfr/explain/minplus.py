@@ -90,7 +90,8 @@ def _check(img: Tensor, width, step, theta, t_max):
     step = default_step(hw) if step is None else check_int(
         "step", step, 1, min(hw) - 1,
         hint=f"the grid step d must leave at least one centre inside the {hw[0]}x{hw[1]} image")
-    theta = check_float("theta", theta, -float("inf"))
+    if theta != -float("inf"):  # -inf: never stop before t_max
+        theta = check_float("theta", theta, -float("inf"))
     t_max = check_int("t_max", t_max, 1)
     return hw, width, step, theta, t_max
 

@@ -20,11 +20,12 @@ from torch import Tensor
 @dataclass(frozen=True)
 class Template:
     """Positions (x, y in chip pixels, pixel centres at integers) of the 5 MTCNN landmarks in an
-    ``size`` x ``size`` chip."""
+    ``size`` x ``size`` chip, and the weight of each landmark in the least-squares fit."""
 
     points: tuple[tuple[float, float], ...]
     size: int
     source: str
+    weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
 
     def array(self) -> np.ndarray:
         return np.asarray(self.points, dtype=np.float64)
@@ -43,6 +44,11 @@ _ARCFACE112 = (
 # then MTCNN on each of the 391 chips, and the mean of its landmarks over the 90% of chips
 # closest to the median (per-point std 3.6-9.0 px: dlib aligns on eye corners and the nose
 # base, MTCNN's points move with pose and expression relative to those).
+# The fit uses the eyes and the nose only (weights 1, 1, 1, 0, 0), like dlib's own 5 points: on
+# those chips, the similarity fit to this template moves the chip by 5.4 px on average away from
+# dlib's (over a grid of the chip), against 6.9 px with all five points (weights searched over
+# nose {0.25..4} x mouth {0..0.25}; scripts/derive_templates.py, "weights_search").
+_DLIB150_WEIGHTS = (1.0, 1.0, 1.0, 0.0, 0.0)
 _DLIB150 = (
     (43.9664, 38.1667), (102.5502, 38.1491), (73.2088, 72.2274),
     (47.6839, 101.7673), (98.5419, 102.2153),
@@ -61,7 +67,8 @@ _FACERES224 = (
 
 TEMPLATES: dict[str, Template] = {
     "arcface112": Template(_ARCFACE112, 112, "insightface arcface_dst"),
-    "dlib150": Template(_DLIB150, 150, "dlib get_face_chip(size=150, padding=0.25), measured"),
+    "dlib150": Template(_DLIB150, 150, "dlib get_face_chip(size=150, padding=0.25), measured",
+                        _DLIB150_WEIGHTS),
     "faceres224": Template(_FACERES224, 224, "MTCNN box x1.3, square (VGGFace2 style), measured"),
 }
 
@@ -78,11 +85,13 @@ def get_template(template: str | Template) -> Template:
     return TEMPLATES[template]
 
 
-def similarity_transform(src: np.ndarray | Tensor, dst: np.ndarray | Tensor) -> np.ndarray:
+def similarity_transform(src: np.ndarray | Tensor, dst: np.ndarray | Tensor,
+                         weights: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
     """Least-squares similarity transform (Umeyama 1991, eq. 40-42) with dst ~ A @ [src; 1].
 
     ``src``, ``dst``: [K,2] point sets (K >= 2). Returns the 2x3 matrix ``A`` = [s R | t]
-    minimizing sum ||dst_k - s R src_k - t||^2 over rotations R (no reflection), s > 0, t.
+    minimizing sum_k w_k ||dst_k - s R src_k - t||^2 over rotations R (no reflection), s > 0, t
+    (``weights`` w_k >= 0, default all 1; Umeyama's means and covariance become weighted ones).
     """
     src = np.asarray(torch.as_tensor(src).detach().cpu().double().numpy() if isinstance(src, Tensor)
                      else src, dtype=np.float64)
@@ -93,12 +102,16 @@ def similarity_transform(src: np.ndarray | Tensor, dst: np.ndarray | Tensor) -> 
             f"expected two [K,2] point sets with K >= 2, got {src.shape} and {dst.shape}")
     if not (np.isfinite(src).all() and np.isfinite(dst).all()):
         raise ValueError("landmarks contain NaN or inf")
-    mu_s, mu_d = src.mean(0), dst.mean(0)
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(src),) or (w < 0).any() or (w > 0).sum() < 2:
+        raise ValueError(f"weights must be {len(src)} non-negative numbers, two of them > 0")
+    w = w / w.sum()
+    mu_s, mu_d = w @ src, w @ dst
     xs, xd = src - mu_s, dst - mu_d
-    var_s = (xs**2).sum() / len(src)
+    var_s = float(w @ (xs**2).sum(1))
     if var_s <= 1e-12:
         raise ValueError("degenerate landmarks: all points coincide")
-    cov = xd.T @ xs / len(src)
+    cov = (xd * w[:, None]).T @ xs
     u, d, vt = np.linalg.svd(cov)
     sign = np.eye(2)
     if np.linalg.det(u) * np.linalg.det(vt) < 0:
@@ -177,7 +190,7 @@ def alignment_matrix(landmarks5: np.ndarray | Tensor, template: str | Template) 
                     else landmarks5, dtype=np.float64)
     if lm.shape != (5, 2):
         raise ValueError(f"expected 5 landmarks [5,2], got {lm.shape}")
-    return similarity_transform(lm, tpl.array())
+    return similarity_transform(lm, tpl.array(), tpl.weights)
 
 
 def align(image: Tensor, landmarks5: np.ndarray | Tensor, template: str | Template) -> Tensor:

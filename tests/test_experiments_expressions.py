@@ -1,0 +1,155 @@
+"""xfr.experiments.expressions: face picking, the method runner (LIME / LIME-map sharing one run,
+seeds, batch sizes), seed runs, stability table, MinPlus with its parts."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from xfr.explain import lime_explain, minplus, rise, rise_gauss
+from xfr.experiments import expressions as E
+
+
+class MeanIntensityClassifier(torch.nn.Module):
+    """3 classes; logits peak at mean intensity 0.2, 0.5, 0.8 respectively."""
+
+    centers = torch.tensor([0.2, 0.5, 0.8])
+
+    def forward(self, x):
+        m = x.mean(dim=(1, 2, 3))[:, None]
+        return -50.0 * (m - self.centers[None]) ** 2
+
+
+def _write(path, value, size=8):
+    Image.fromarray(np.full((size, size), int(round(value * 255)), np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def table(tmp_path):
+    rows = []
+    # class "b" (y=1): file order a, b, c; intensities 0.45, 0.5, 0.9 -> predicted 1, 1, 2
+    for name, v in (("b_a.png", 0.45), ("b_b.png", 0.5), ("b_c.png", 0.9)):
+        rows.append((_write(tmp_path / name, v), "b", 1))
+    # class "a" (y=0): all look like class c -> none correct
+    for name, v in (("a_a.png", 0.8), ("a_b.png", 0.9)):
+        rows.append((_write(tmp_path / name, v), "a", 0))
+    return pd.DataFrame(rows, columns=["path", "label", "y"])
+
+
+def smooth_score(x):
+    """A smooth score of the image: weighted mean with a bump at the centre-left."""
+    h, w = x.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    wgt = torch.exp(-((yy - h / 2) ** 2 + (xx - w / 3) ** 2) / (2 * (h / 5) ** 2))
+    return (x.mean(1) * wgt).sum((1, 2)) / wgt.sum()
+
+
+def test_pick_confident_faces_takes_the_most_confident_correct_candidate(table):
+    model = MeanIntensityClassifier()
+    got = E.pick_confident_faces(model, table, ["b"], n_candidates=3)
+    assert got.path.iloc[0].name == "b_b.png"
+    assert got.n_correct.iloc[0] == 2 and got.n_candidates.iloc[0] == 3
+    expected = torch.softmax(model(torch.full((1, 3, 8, 8), round(0.5 * 255) / 255)), 1)[0, 1]
+    assert got.prob.iloc[0] == pytest.approx(float(expected), abs=1e-5)
+    # only the first candidate in file order: the choice is that one
+    assert E.pick_confident_faces(model, table, ["b"], n_candidates=1).path.iloc[0].name == "b_a.png"
+
+
+def test_pick_confident_faces_errors(table):
+    model = MeanIntensityClassifier()
+    with pytest.raises(ValueError, match="none of the first"):
+        E.pick_confident_faces(model, table, ["a"])
+    with pytest.raises(ValueError, match="no images of class"):
+        E.pick_confident_faces(model, table, ["zzz"])
+
+
+def test_resize_face():
+    img = torch.rand(3, 48, 48)
+    assert E.resize_face(img, 96).shape == (3, 96, 96)
+    assert E.resize_face(img, 24).shape == (3, 24, 24)
+    assert torch.equal(E.resize_face(img, 48), img)
+
+
+def test_run_methods_lime_and_lime_map_share_one_run():
+    img = torch.rand(3, 32, 32)
+    segments = np.repeat(np.arange(4), 256).reshape(32, 32)
+    kw = dict(n_samples=20, segments=segments)
+    res = E.run_methods(smooth_score, img, {"lime": kw, "lime-map": kw}, seed=3, batch_size=7)
+    direct = lime_explain(smooth_score, img, seed=3, **kw)
+    assert torch.allclose(res["lime"].map, direct.lime_map)
+    assert torch.allclose(res["lime-map"].map, direct.saliency)
+    assert res["lime"].n_forward == res["lime-map"].n_forward == 20  # one run, not two
+    assert res["lime"].extras["shared_with"] == "lime-map"
+
+
+def test_run_methods_passes_seed_and_keeps_order():
+    img = torch.rand(3, 24, 24)
+    res = E.run_methods(smooth_score, img, {"rise-gauss": dict(n_masks=12), "rise": dict(n_masks=10)},
+                        seed=5, batch_size=4)
+    assert list(res) == ["rise-gauss", "rise"]
+    assert torch.allclose(res["rise"].map, rise(smooth_score, img, n_masks=10, seed=5))
+    assert torch.allclose(res["rise-gauss"].map, rise_gauss(smooth_score, img, n_masks=12, seed=5))
+    assert res["rise"].n_forward == 10
+    # a seed given in the method's arguments wins
+    res2 = E.run_methods(smooth_score, img, {"rise": dict(n_masks=10, seed=1)}, seed=5)
+    assert torch.allclose(res2["rise"].map, rise(smooth_score, img, n_masks=10, seed=1))
+    with pytest.raises(ValueError, match="unknown methods"):
+        E.run_methods(smooth_score, img, {"nope": {}})
+
+
+def test_seed_runs_reuse_first_and_differ_by_seed():
+    img = torch.rand(3, 24, 24)
+    methods = {"rise": dict(n_masks=8)}
+    first = E.run_methods(smooth_score, img, methods, seed=0)
+    runs = E.seed_runs(smooth_score, img, methods, [0, 1, 2], first=first)
+    assert runs["rise"][0] is first["rise"]
+    assert torch.allclose(runs["rise"][2].map, rise(smooth_score, img, n_masks=8, seed=2))
+    assert not torch.allclose(runs["rise"][1].map, runs["rise"][2].map)
+
+
+def test_stability_table_identical_and_different_maps():
+    from xfr.report import Timed
+
+    a = torch.rand(16, 16)
+    same = [Timed(a, 1.0, 10), Timed(a * 3 + 1, 1.0, 10)]  # same after min-max scaling
+    other = [Timed(a, 1.0, 10), Timed(torch.rand(16, 16), 1.0, 10), Timed(torch.rand(16, 16), 1.0, 10)]
+    stab, pairs = E.stability_table({"minplus": same, "rise": other})
+    s = stab.set_index("method")
+    assert s.loc["MinPlus", "pearson"] == pytest.approx(1.0)
+    assert s.loc["MinPlus", "pixel_std"] == pytest.approx(0.0, abs=1e-6)
+    assert s.loc["RISE", "pearson"] < 0.5 and s.loc["RISE", "pixel_std"] > 0.1
+    assert len(pairs[pairs.method == "RISE"]) == 3  # 3 runs -> 3 pairs
+
+
+def test_minplus_with_parts_matches_minplus_and_method_row():
+    img = torch.rand(3, 32, 32)
+    t, parts = E.minplus_with_parts(smooth_score, img, batch_size=5, step=8, t_max=2)
+    assert torch.allclose(t.map, minplus(smooth_score, img, step=8, t_max=2))
+    assert t.n_forward == parts.n_forward > 0
+    row = E.method_row("expressions", "minplus", [t, t], stability_pearson=1.0)
+    assert row["method"] == "MinPlus" and row["forward_passes"] == t.n_forward
+    assert row["seconds_per_image"] == pytest.approx(t.seconds)
+
+
+def test_figures_are_written(tmp_path):
+    img = torch.rand(3, 24, 24)
+    res = E.run_methods(smooth_score, img, {"rise": dict(n_masks=4), "minplus": dict(step=8, t_max=1)})
+    E.fig_methods([img], ["x"], [res], tmp_path / "a.png", title="t")
+    runs = {"rise": [res["rise"], E.run_methods(smooth_score, img, {"rise": dict(n_masks=4)}, seed=1)["rise"]]}
+    stab, _ = E.stability_table(runs)
+    E.fig_runs(img, runs, stab, tmp_path / "b.png", title="t", seeds=[0, 1])
+    _, parts = E.minplus_with_parts(smooth_score, img, step=8, t_max=1)
+    E.fig_minplus_parts(img, parts, tmp_path / "c.png", title="t")
+    assert all((tmp_path / n).stat().st_size > 0 for n in ("a.png", "b.png", "c.png"))
+
+
+@pytest.mark.slow
+def test_fer_faces_are_confident_and_correct(data_dir):
+    from xfr import models
+    from xfr.data import fer2013
+
+    model = models.load("mini-xception-fer2013")
+    got = E.pick_confident_faces(model, fer2013(data_dir), ["happy", "angry"], n_candidates=16)
+    assert list(got.label) == ["happy", "angry"]
+    assert (got.prob > 0.5).all() and (got.n_correct >= 1).all()

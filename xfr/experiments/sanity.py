@@ -1,0 +1,174 @@
+"""Model-parameter randomization sanity checks (notebook ``notebooks/sanity_checks.ipynb``):
+S-RISE (Lu & Ebrahimi, §4.2, Fig. 2) and Canonical Saliency Maps (John et al., §4.1.3, Fig. 8),
+after Adebayo et al. 2018.
+
+The layers of a trained model are re-initialized cumulatively from the output side
+(:func:`xfr.metrics.cascading_randomization`); at chosen depths (number of randomized layers) the
+image is explained again with the *randomized* model's own score function (for verification
+both embeddings come from the randomized model: S-RISE explains "the decision of a face
+recognition model whose parameters are randomly initialized"). Spearman rank correlation and SSIM
+between the trained model's map and each randomized map measure how much the explanation depends
+on what the model learned (low = passes the check).
+
+For a random explainer (S-RISE) two trained maps with different seeds give the run-to-run
+agreement, the ceiling any comparison can reach; randomized maps are compared with the trained
+map of the same seed (same masks: the explainer is fixed, only the model changes, as Adebayo et
+al.) and with the trained map of the other seed (nothing shared but the image: with the same
+masks, the uneven coverage of a finite mask set shows in both maps whatever the model).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ..metrics import cascading_randomization, map_ssim, parameter_layers, spearman
+from .expressions import RANDOM_METHODS, label, run_methods
+
+
+@dataclass
+class CascadeMaps:
+    """Maps of one image under the trained model (depth 0) and after randomizing the top
+    ``depth`` layers, for each method."""
+
+    layers: list[str]  # all randomizable layers, output side first
+    depths: list[int]  # depths explained (0 = trained)
+    maps: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # method -> depth -> map
+    scores: dict[int, float] = field(default_factory=dict)  # depth -> f(image) of that model
+    n_forward: dict[str, list[int]] = field(default_factory=dict)  # method -> per map
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    other_seed: dict[str, np.ndarray] = field(default_factory=dict)  # trained map, seed + 1
+
+    def layer_at(self, depth: int) -> str:
+        return "none (trained)" if depth == 0 else self.layers[depth - 1]
+
+
+def check_depths(depths: Sequence[int], n_layers: int) -> list[int]:
+    """Sorted distinct depths in 1..n_layers (a clear error otherwise); -1 means all layers."""
+    out = sorted({n_layers if int(d) == -1 else int(d) for d in depths})
+    bad = [d for d in out if not 1 <= d <= n_layers]
+    if bad or not out:
+        raise ValueError(f"depths must be in 1..{n_layers} (or -1 for all layers), got {list(depths)}")
+    return out
+
+
+def cascade_maps(model: torch.nn.Module, make_score: Callable[[torch.nn.Module], Callable],
+                 image: Tensor, methods: Mapping[str, Mapping], depths: Sequence[int],
+                 seed: int = 0, randomization_seed: int = 0, batch_size: int | None = None,
+                 layers: Sequence[str] | None = None, other_seed: bool = True) -> CascadeMaps:
+    """Explain ``image`` with ``make_score(model)`` for the trained model and for every depth of
+    ``depths`` of the cascading randomization (``randomization_seed``); each method of
+    ``methods`` (:func:`run_methods`) with explainer seed ``seed``. With ``other_seed``, the
+    random methods are also run once more on the trained model with seed ``seed + 1``."""
+    names = list(parameter_layers(model) if layers is None else layers)
+    wanted = check_depths(depths, len(names))
+    out = CascadeMaps(layers=names, depths=[0] + wanted)
+    out.maps = {m: {} for m in methods}
+    out.n_forward = {m: [] for m in methods}
+    out.seconds = {m: [] for m in methods}
+
+    def explain(net: torch.nn.Module, depth: int) -> None:
+        f = make_score(net)
+        out.scores[depth] = float(f(image[None])[0])
+        for name, t in run_methods(f, image, methods, seed=seed, batch_size=batch_size).items():
+            out.maps[name][depth] = np.asarray(t.map, dtype=np.float64)
+            out.n_forward[name].append(t.n_forward)
+            out.seconds[name].append(t.seconds)
+        if depth == 0 and other_seed:
+            rnd = {n: kw for n, kw in methods.items() if n in RANDOM_METHODS}
+            if rnd:
+                for name, t in run_methods(f, image, rnd, seed=seed + 1, batch_size=batch_size).items():
+                    out.other_seed[name] = np.asarray(t.map, dtype=np.float64)
+
+    explain(model, 0)
+    for depth, (_, randomized) in enumerate(
+            cascading_randomization(model, names[:max(wanted)], seed=randomization_seed), start=1):
+        if depth in wanted:
+            randomized.eval()
+            explain(randomized, depth)
+    return out
+
+
+def curves(task: str, cm: CascadeMaps) -> pd.DataFrame:
+    """Long table: task, method, comparison, layer, depth, spearman, ssim. ``comparison``:
+    ``same_seed`` (randomized map vs the trained map with the same explainer settings; depth 0
+    is the trained map itself, 1 by definition), ``other_seed`` (random methods: randomized map
+    vs the trained map of seed + 1; depth 0 = the run-to-run agreement of the trained model)."""
+    rows = []
+    for name, by_depth in cm.maps.items():
+        trained = by_depth[0]
+        refs = {"same_seed": trained}
+        if name in cm.other_seed:
+            refs["other_seed"] = cm.other_seed[name]
+        for comparison, ref in refs.items():
+            for depth in cm.depths:
+                m = by_depth[depth]
+                rows.append(dict(task=task, method=label(name), comparison=comparison,
+                                 layer=cm.layer_at(depth), depth=depth,
+                                 spearman=spearman(ref, m), ssim=map_ssim(ref, m)))
+    return pd.DataFrame(rows)
+
+
+def summary_rows(task: str, cm: CascadeMaps, table: pd.DataFrame) -> list[dict]:
+    """One methods.csv row per method: Spearman / SSIM of the trained map with the fully
+    randomized (deepest) one, the run-to-run ceiling for random methods, and the cost."""
+    deepest = max(cm.depths)
+    rows = []
+    for name in cm.maps:
+        sub = table[(table.method == label(name)) & (table.comparison == "same_seed")]
+        last = sub[sub.depth == deepest].iloc[0]
+        row = dict(task=task, method=label(name), randomized_layers=deepest,
+                   spearman_randomized=last.spearman, ssim_randomized=last.ssim,
+                   mean_spearman_randomized=float(sub[sub.depth > 0].spearman.mean()))
+        other = table[(table.method == label(name)) & (table.comparison == "other_seed")]
+        if len(other):
+            row["spearman_randomized_other_seed"] = float(other[other.depth == deepest].spearman.iloc[0])
+            row["spearman_trained_two_seeds"] = float(other[other.depth == 0].spearman.iloc[0])
+        row["forward_passes"] = float(np.mean(cm.n_forward[name]))
+        row["seconds_per_image"] = float(np.mean(cm.seconds[name]))
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- figures
+def fig_cascade(image: Tensor, cm: CascadeMaps, table: pd.DataFrame, path, title: str, scale: int = 1):
+    """S-RISE Fig. 2 / CMS Fig. 8 layout: per method the trained map and the maps after
+    randomizing the top k layers, titled with Spearman and SSIM against the trained map."""
+    from ..viz import image_panel, overlay, side_by_side
+    from .expressions import _up
+
+    panels = []
+    for name, by_depth in cm.maps.items():
+        row = [(f"{label(name)}\nf = {cm.scores[0]:.3f}", _up(image_panel(image), scale))]
+        for depth in cm.depths:
+            sub = table[(table.method == label(name)) & (table.comparison == "same_seed")
+                        & (table.depth == depth)].iloc[0]
+            cap = ("trained" if depth == 0 else
+                   f"top {depth} random\nrho {sub.spearman:+.2f} SSIM {sub.ssim:.2f}")
+            row.append((cap + f"\nf = {cm.scores[depth]:.3f}", _up(overlay(image, by_depth[depth]), scale)))
+        panels.append(row)
+    return side_by_side(panels, path, title=title)
+
+
+def fig_curves(table: pd.DataFrame):
+    """Spearman and SSIM vs randomization depth, one line per (task, method, comparison)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for (task, method, comparison), sub in table.groupby(["task", "method", "comparison"], sort=False):
+        style = "-" if comparison == "same_seed" else ":"
+        lab = f"{task}: {method}" + ("" if comparison == "same_seed" else " (other seed)")
+        for ax, col in zip(axes, ("spearman", "ssim")):
+            ax.plot(sub.depth, sub[col], style, marker="o", label=lab)
+    for ax, col in zip(axes, ("Spearman rank correlation", "SSIM")):
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("randomized layers (from the output)")
+        ax.set_ylabel(f"{col} with the trained model's map")
+        ax.axhline(0, color="gray", lw=0.5)
+    axes[1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig
