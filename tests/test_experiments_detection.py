@@ -14,8 +14,8 @@ def test_square_window_centred_shifted_and_clipped():
     # near the top-left corner: shifted inside, same side
     x1, y1, x2, y2 = D.square_window((0, 0, 10, 10), 3.0, (100, 100))
     assert (x1, y1) == (0, 0) and x2 - x1 == y2 - y1 == 30
-    # near the bottom-right corner
-    assert D.square_window((90, 90, 100, 100), 3.0, (100, 120)) == (90, 70, 120, 100)
+    # near the bottom edge of a 100 x 120 image: shifted up only (x fits)
+    assert D.square_window((90, 90, 100, 100), 3.0, (100, 120)) == (80, 70, 110, 100)
     # larger than the image: clipped to its short side
     x1, y1, x2, y2 = D.square_window((10, 10, 40, 40), 5.0, (50, 80))
     assert x2 - x1 == y2 - y1 == 50 and 0 <= x1 and x2 <= 80

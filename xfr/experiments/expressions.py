@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..engine import score_images
 from ..explain import SINGLE_IMAGE_METHODS, lime_explain
 from ..io import load_image
 from ..metrics import stability

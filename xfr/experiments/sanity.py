@@ -143,13 +143,14 @@ def fig_cascade(image: Tensor, cm: CascadeMaps, table: pd.DataFrame, path, title
 
     panels = []
     for name, by_depth in cm.maps.items():
-        row = [(f"{label(name)}\nf = {cm.scores[0]:.3f}", _up(image_panel(image), scale))]
+        row = [(label(name), _up(image_panel(image), scale))]
         for depth in cm.depths:
             sub = table[(table.method == label(name)) & (table.comparison == "same_seed")
                         & (table.depth == depth)].iloc[0]
-            cap = ("trained" if depth == 0 else
-                   f"top {depth} random\nrho {sub.spearman:+.2f} SSIM {sub.ssim:.2f}")
-            row.append((cap + f"\nf = {cm.scores[depth]:.3f}", _up(overlay(image, by_depth[depth]), scale)))
+            cap = (f"trained, f = {cm.scores[0]:.3f}" if depth == 0 else
+                   f"top {depth} random, f = {cm.scores[depth]:.3f}\n"
+                   f"rho {sub.spearman:+.2f}, SSIM {sub.ssim:.2f}")
+            row.append((cap, _up(overlay(image, by_depth[depth]), scale)))
         panels.append(row)
     return side_by_side(panels, path, title=title)
 
@@ -158,17 +159,32 @@ def fig_curves(table: pd.DataFrame):
     """Spearman and SSIM vs randomization depth, one line per (task, method, comparison)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(table.method))}
+    tasks = list(dict.fromkeys(table.task))
     for (task, method, comparison), sub in table.groupby(["task", "method", "comparison"], sort=False):
-        style = "-" if comparison == "same_seed" else ":"
-        lab = f"{task}: {method}" + ("" if comparison == "same_seed" else " (other seed)")
+        style = ("-" if tasks.index(task) == 0 else "--") if comparison == "same_seed" else ":"
+        marker = "o" if comparison == "same_seed" else "x"
+        lab = f"{task}: {method}" + ("" if comparison == "same_seed" else " vs trained, other seed")
         for ax, col in zip(axes, ("spearman", "ssim")):
-            ax.plot(sub.depth, sub[col], style, marker="o", label=lab)
+            ax.plot(sub.depth, sub[col], style, marker=marker, color=colours[method], label=lab)
     for ax, col in zip(axes, ("Spearman rank correlation", "SSIM")):
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlabel("randomized layers (from the output)")
         ax.set_ylabel(f"{col} with the trained model's map")
         ax.axhline(0, color="gray", lw=0.5)
-    axes[1].legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     return fig
+
+
+def srise_mask_mean(hw: tuple[int, int], n_masks: int = 500, n_patches: int = 100, kernel: int = 40,
+                    sigma: float = 7.0, seed: int = 0) -> float:
+    """Mean keep value of the S-RISE masks (1 = the whole image kept): the closer to 1, the less
+    the masked scores vary and the more the map sum_i s_i M_i is the masks' own coverage."""
+    from ..explain.masks import SRiseMasks
+
+    masks = SRiseMasks(hw, n_masks, n_patches, kernel, sigma, seed=seed)
+    total = sum(float(masks[i:i + 64].double().sum()) for i in range(0, n_masks, 64))
+    return total / (n_masks * hw[0] * hw[1])
