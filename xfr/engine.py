@@ -122,7 +122,7 @@ def apply_masks(image: Tensor, masks: Tensor, fill: Tensor) -> Tensor:
     """x' = m * x + (1 - m) * fill for a batch of masks [B,H,W] or [B,C,H,W] -> [B,C,H,W]."""
     if masks.dim() == 3:
         masks = masks[:, None]
-    return torch.lerp(fill.expand_as(image)[None], image[None], masks.to(image.dtype))
+    return torch.lerp(fill.expand_as(image)[None], image[None], masks.to(device=image.device, dtype=image.dtype))
 
 
 def perturb(
