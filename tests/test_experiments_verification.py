@@ -35,12 +35,28 @@ def test_srise_prefix_maps_equal_separate_srise_runs():
     emb = TinyEmbedder()
     f = verification_score(emb, b)
     kw = dict(n_patches=5, kernel=9, sigma=2.0, seed=3)
-    maps, n_forward, _ = V.srise_prefix_maps(f, a, [3, 10, 17], batch_size=4, **kw)
-    assert n_forward == 17
+    pm = V.srise_prefix_maps(f, a, [3, 10, 17], batch_size=4, **kw)
+    assert pm.n_forward == 17
     for n in (3, 10, 17):
         ref = srise(f, a, n_masks=n, normalize=False, batch_size=5, **kw)
-        torch.testing.assert_close(maps[n], ref, rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(maps[3], maps[17])
+        torch.testing.assert_close(pm.maps[n], ref, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(pm.maps[3], pm.maps[17])
+
+
+def test_srise_prefix_centered_maps_by_explicit_sum():
+    from xfr.explain.masks import SRiseMasks
+
+    a, b = _images(5)
+    f = verification_score(TinyEmbedder(1), b)
+    pm = V.srise_prefix_maps(f, a, [4, 9], n_patches=5, kernel=9, sigma=2.0, seed=1, batch_size=3)
+    masks = SRiseMasks((24, 24), 9, 5, 9, 2.0, seed=1).all().double()  # keep masks [9, H, W]
+    scores = f(masks[:, None].float() * a[None]).double()  # black fill: x * m
+    for n in (4, 9):
+        w = scores[:n] - scores[:n].mean()
+        ref = (w[:, None, None] * masks[:n]).sum(0) / n
+        torch.testing.assert_close(pm.centered[n].double(), ref, rtol=1e-4, atol=1e-7)
+        raw = (scores[:n, None, None] * masks[:n]).sum(0) / n
+        torch.testing.assert_close(pm.maps[n].double(), raw, rtol=1e-4, atol=1e-7)
 
 
 def test_srise_prefix_maps_rejects_bad_counts():
@@ -150,6 +166,14 @@ def test_trend_holds_on_the_paper_numbers_and_fails_otherwise():
     flat = paper.assign(deletion=[0.2, 0.3, 0.35, 0.4])
     res = V.trend_holds(flat)
     assert not res["trend_holds"] and not res["deletion_fewest_masks_worst"]
+
+
+def test_overlay_fixed_keeps_the_joint_scale():
+    img = torch.zeros(3, 8, 8)
+    low, high = torch.full((8, 8), 0.2), torch.full((8, 8), 0.9)
+    a, b = V.overlay_fixed(img, low), V.overlay_fixed(img, high)
+    assert not np.array_equal(a, b)  # xfr.viz.overlay would scale both constant maps alike
+    assert a.shape == (8, 8, 3) and a.dtype == np.uint8
 
 
 def test_accuracy_at_and_pearson():

@@ -377,16 +377,30 @@ def cut_and_paste(target: Tensor, source: Tensor, region: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- S-RISE
+@dataclass
+class PrefixMaps:
+    """S-RISE maps of several mask counts from one run (see :func:`srise_prefix_maps`)."""
+
+    maps: dict[int, Tensor]  # (1/N) sum_{i<N} s_i M_i, the paper's H (un-normalized)
+    centered: dict[int, Tensor]  # (1/N) sum_{i<N} (s_i - mean_{j<N} s_j) M_i (diagnostic)
+    n_forward: int
+    seconds: float
+
+
 def srise_prefix_maps(f, image: Tensor, counts: Sequence[int], n_patches: int = 100,
                       kernel: int = 40, sigma: float = 7.0, fill: Fill = 0.0, seed: int = 0,
-                      batch_size: int = 64, progress: bool = False) -> tuple[dict[int, Tensor], int, float]:
-    """Un-normalized S-RISE maps (1/N) sum_{i<N} f(X o M_i) M_i for every N in ``counts`` from
-    one run over max(counts) masks.
+                      batch_size: int = 64, progress: bool = False) -> PrefixMaps:
+    """Un-normalized S-RISE maps (1/N) sum_{i<N} f(X o M_i) M_i (§3.2.2 steps 4-5) for every N in
+    ``counts`` from one run over max(counts) masks.
 
     Mask i depends only on (seed, i) (:class:`xfr.explain.masks.SRiseMasks`), so the map of the
     first N masks is exactly ``xfr.explain.srise(f, image, n_masks=N, normalize=False, ...)``;
-    the larger counts reuse the forward passes of the smaller ones. Returns ({N: map [H, W]},
-    forward passes, seconds)."""
+    the larger counts reuse the forward passes of the smaller ones.
+
+    Also returns the *centered* maps (1/N) sum (s_i - s_bar) M_i, the same sum without the
+    term s_bar * (1/N) sum M_i: the mask density, whose random spatial fluctuation dominates the
+    paper's H when the scores s_i vary little around their mean s_bar (a diagnostic, not in the
+    paper; for a min-max normalized map it is the only difference)."""
     img = check_image(image)
     counts = sorted({int(c) for c in counts})
     if not counts or counts[0] < 1:
@@ -394,6 +408,8 @@ def srise_prefix_maps(f, image: Tensor, counts: Sequence[int], n_patches: int = 
     hw = (img.shape[1], img.shape[2])
     masks = SRiseMasks(hw, counts[-1], n_patches, kernel, sigma, seed=seed)
     totals = {c: torch.zeros(hw[0] * hw[1], dtype=torch.float64) for c in counts}
+    density = {c: torch.zeros(hw[0] * hw[1], dtype=torch.float64) for c in counts}
+    score_sum = {c: 0.0 for c in counts}
 
     def on_batch(m: Tensor, s: Tensor, start: int) -> None:
         flat = m.reshape(m.shape[0], -1).to(torch.float64)
@@ -402,13 +418,17 @@ def srise_prefix_maps(f, image: Tensor, counts: Sequence[int], n_patches: int = 
             k = min(max(c - start, 0), len(w))
             if k:
                 totals[c] += w[:k] @ flat[:k]
+                density[c] += flat[:k].sum(dim=0)
+                score_sum[c] += float(w[:k].sum())
 
     counted = f if isinstance(f, CountingScore) else CountingScore(f)
     t0 = time.perf_counter()
     res = perturb(counted, img, masks, fill=fill, batch_size=batch_size, progress=progress,
                   on_batch=on_batch, desc="s-rise")
     maps = {c: (totals[c] / c).reshape(hw).float() for c in counts}
-    return maps, res.n_forward, time.perf_counter() - t0
+    centered = {c: ((totals[c] - score_sum[c] / c * density[c]) / c).reshape(hw).float()
+                for c in counts}
+    return PrefixMaps(maps, centered, res.n_forward, time.perf_counter() - t0)
 
 
 # ----------------------------------------------------------------------------- X-Maps
@@ -546,41 +566,52 @@ def flip_metrics(f, image: Tensor, smap: Tensor, threshold: float, step: float,
 
 def run_table1(embedder, faces: "AlignedFaces", triplets, counts: Sequence[int], threshold: float,
                size: int, step: float, n_patches: int = 100, kernel: int = 40, sigma: float = 7.0,
-               seed: int = 0, batch_size: int = 64) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+               seed: int = 0, batch_size: int = 64, centered: bool = True,
+               random_baseline: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """S-RISE Table 1 on matching pairs: for each triplet the probe's S-RISE map against the mate
     (s_i^p of §3.2.2, black fill) for every mask count (one run, prefix sums), then deletion and
     insertion of the probe against the mate at ``threshold`` (mean-value fill, §3.3).
 
-    Returns (per triplet and count: flip fractions and AUCs; curves in long format: masks,
-    curve, fraction, score, triplet; {count: probe map of the first triplet} for the figure)."""
+    Variants (column ``variant``): "s-rise" (the paper's map), "s-rise-centered" (the same run's
+    centered map, see :func:`srise_prefix_maps`; when ``centered``) and "random" (a uniformly
+    random pixel order, the floor any map should beat; ``masks`` = 0; when ``random_baseline``).
+
+    Returns (per triplet, variant and count: flip fractions and AUCs; curves in long format:
+    variant, masks, curve, fraction, score, triplet; {(variant, count): probe map of the first
+    triplet} for the figure)."""
     from ..score import verification_score
 
     rows, curves, first_maps = [], [], {}
     for t, (probe, mate, _) in enumerate(triplets):
         x, y = faces.chip(probe, size), faces.chip(mate, size)
         f = verification_score(embedder, y)
-        maps, n_fwd, secs = srise_prefix_maps(f, x, counts, n_patches, kernel, sigma, 0.0, seed + t,
-                                              batch_size)
+        pm = srise_prefix_maps(f, x, counts, n_patches, kernel, sigma, 0.0, seed + t, batch_size)
         score = float(f(x[None])[0])
-        for c, smap in maps.items():
+        todo = [("s-rise", c, m) for c, m in pm.maps.items()]
+        if centered:
+            todo += [("s-rise-centered", c, m) for c, m in pm.centered.items()]
+        if random_baseline:
+            g = torch.Generator().manual_seed(seed + 1000 + t)
+            todo.append(("random", 0, torch.rand(x.shape[1:], generator=g)))
+        for variant, c, smap in todo:
             if t == 0:
-                first_maps[c] = smap
+                first_maps[(variant, c)] = smap
             m = flip_metrics(f, x, smap, threshold, step, batch_size)
             rows.append({"triplet": t, "probe": Path(probe).name, "mate": Path(mate).name,
-                         "masks": c, "similarity": score,
+                         "variant": variant, "masks": c, "similarity": score,
                          **{k: v for k, v in m.items() if not isinstance(v, np.ndarray)},
-                         "srise_forward_total": n_fwd, "srise_seconds_total": secs})
+                         "srise_forward_total": pm.n_forward, "srise_seconds_total": pm.seconds})
             for curve in ("deletion", "insertion"):
                 for fr, s in zip(m["fractions"], m[f"{curve}_scores"]):
-                    curves.append((c, curve, float(fr), float(s), t))
+                    curves.append((variant, c, curve, float(fr), float(s), t))
     per = pd.DataFrame(rows)
-    cur = pd.DataFrame(curves, columns=["masks", "curve", "fraction", "score", "triplet"])
+    cur = pd.DataFrame(curves, columns=["variant", "masks", "curve", "fraction", "score", "triplet"])
     return per, cur, first_maps
 
 
 def summarize_table1(per: pd.DataFrame) -> pd.DataFrame:
-    """Mean flip fractions (and AUCs) per mask count next to the paper's Table 1."""
-    g = per.groupby("masks")
+    """Mean flip fractions (and AUCs) per variant and mask count next to the paper's Table 1."""
+    g = per.groupby(["variant", "masks"], sort=False)
     t = pd.DataFrame({
         "deletion": g["deletion"].mean(), "insertion": g["insertion"].mean(),
         "deletion_sem": g["deletion"].sem(), "insertion_sem": g["insertion"].sem(),
@@ -590,8 +621,9 @@ def summarize_table1(per: pd.DataFrame) -> pd.DataFrame:
         "n_triplets": g.size(),
     }).reset_index()
     t["average"] = (t["deletion"] + t["insertion"]) / 2
-    t["paper_deletion"] = t["masks"].map(lambda k: PAPER_SRISE_TABLE1.get(int(k), (np.nan,) * 2)[0])
-    t["paper_insertion"] = t["masks"].map(lambda k: PAPER_SRISE_TABLE1.get(int(k), (np.nan,) * 2)[1])
+    paper = lambda k, j: PAPER_SRISE_TABLE1.get(int(k), (np.nan, np.nan))[j]  # noqa: E731
+    t["paper_deletion"] = [paper(k, 0) if v == "s-rise" else np.nan for v, k in zip(t.variant, t.masks)]
+    t["paper_insertion"] = [paper(k, 1) if v == "s-rise" else np.nan for v, k in zip(t.variant, t.masks)]
     t["paper_average"] = (t["paper_deletion"] + t["paper_insertion"]) / 2
     return t
 
@@ -678,38 +710,60 @@ def cscore_figure(res, fit, bins: int = 400):
 
 def table1_figure(summary: pd.DataFrame, curves: pd.DataFrame, n_triplets: int,
                   threshold: float | None = None):
-    """S-RISE Table 1 (ours next to the paper's) and the mean deletion / insertion curves."""
+    """S-RISE Table 1 (ours next to the paper's, plus the diagnostic variants) and the mean
+    deletion / insertion curves of the paper's map per mask count (random order dashed)."""
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(13, 4.4))
+    fig = plt.figure(figsize=(15, 4.8))
     ax = fig.add_subplot(1, 3, 1)
     ax.axis("off")
-    cells = [[int(r.masks), f"{r.deletion:.4f}", f"{r.paper_deletion:.4f}", f"{r.insertion:.4f}",
-              f"{r.paper_insertion:.4f}", f"{r.average:.4f}", f"{r.paper_average:.4f}"]
-             for r in summary.itertuples()]
+    f4 = lambda v: "" if v is None or not np.isfinite(v) else f"{v:.4f}"  # noqa: E731
+    cells = []
+    for r in summary.itertuples():
+        name = "random order" if r.variant == "random" else (
+            f"{int(r.masks)}" if r.variant == "s-rise" else f"{int(r.masks)} centred")
+        cells.append([name, f4(r.deletion), f4(r.paper_deletion), f4(r.insertion),
+                      f4(r.paper_insertion), f4(r.average), f4(r.paper_average)])
     tab = ax.table(cellText=cells, colLabels=["masks", "del.\nours", "del.\npaper", "ins.\nours",
                                               "ins.\npaper", "avg\nours", "avg\npaper"],
                    loc="center", cellLoc="center")
     tab.auto_set_font_size(False)
-    tab.set_fontsize(8)
-    tab.scale(1.0, 2.0)
+    tab.set_fontsize(7.5)
+    tab.scale(1.05, 1.45)
     ax.set_title(f"S-RISE Table 1: fraction of pixels until the decision flips\n(lower is better; "
-                 f"ours: {n_triplets} LFW triplets, dlib ResNet; paper: 50, ArcFace)", fontsize=9)
+                 f"ours: {n_triplets} LFW triplets, dlib ResNet;\npaper: 50 triplets, ArcFace; "
+                 f"'centred' and 'random order' are our diagnostics)", fontsize=8.5)
     for k, curve in enumerate(("deletion", "insertion")):
         bx = fig.add_subplot(1, 3, 2 + k)
-        sub = curves[curves.curve == curve]
-        for masks, g in sub.groupby("masks"):
+        sub = curves[(curves.curve == curve)]
+        for (variant, masks), g in sub.groupby(["variant", "masks"], sort=False):
+            if variant == "s-rise-centered":
+                continue
             m = g.groupby("fraction")["score"].mean()
-            bx.plot(m.index, m.values, label=f"{masks} masks")
+            if variant == "random":
+                bx.plot(m.index, m.values, "k--", lw=1, label="random order")
+            else:
+                bx.plot(m.index, m.values, label=f"{masks} masks")
         if threshold is not None:
-            bx.axhline(threshold, color="gray", ls="--", lw=1, label=f"threshold {threshold:.3f}")
+            bx.axhline(threshold, color="gray", ls=":", lw=1, label=f"threshold {threshold:.3f}")
         bx.set_xlabel(f"fraction of pixels {'removed' if curve == 'deletion' else 'added'} "
                       "(mean-value fill)")
         bx.set_ylabel("cosine similarity to the mate (mean over triplets)")
-        bx.set_title(f"{curve} curves", fontsize=9)
+        bx.set_title(f"{curve} curves (paper's S-RISE map)", fontsize=9)
         bx.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def overlay_fixed(image, smap, vmin: float = 0.0, vmax: float = 1.0, alpha: float = 0.5,
+                  cmap: str = "jet") -> np.ndarray:
+    """Heat-map overlay on a *fixed* scale [vmin, vmax] (``xfr.viz.overlay`` min-max scales each
+    map, which would hide the joint normalization of S-RISE §3.2.2 step 7)."""
+    from ..viz import colorize, image_panel, to_uint8
+
+    img = image_panel(image).astype(np.float64) / 255.0
+    heat = colorize(smap, cmap, vmin=vmin, vmax=vmax)
+    return to_uint8(alpha * heat + (1.0 - alpha) * img)
 
 
 def fmt(x: float, digits: int = 3) -> str:
@@ -720,6 +774,8 @@ __all__ = [
     "PAPER_SRISE_TABLE1", "identity_of", "CountingEmbedder", "AlignedFaces", "resize_chips",
     "align_faces", "embed_chips", "pair_table", "accuracy_at", "trend_holds", "make_triplets",
     "failed_verification", "surgical_mask_alpha", "sunglasses_alpha", "paste", "occlude",
-    "eye_region", "cut_and_paste", "srise_prefix_maps", "xmap_single", "scale_signed", "pearson",
+    "eye_region", "cut_and_paste", "PrefixMaps", "srise_prefix_maps", "overlay_fixed",
+    "explain_face", "flip_metrics", "run_table1", "summarize_table1", "cscore_figure",
+    "table1_figure", "MethodRun", "xmap_single", "scale_signed", "pearson",
     "region_means", "map_grid", "fmt",
 ]
