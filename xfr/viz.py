@@ -147,7 +147,10 @@ def side_by_side(panels: Sequence[Sequence[tuple[str, np.ndarray]]], path: str |
 
     rows = len(panels)
     cols = max(len(r) for r in panels)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * panel_inches, rows * (panel_inches + 0.3)),
+    max_lines = max(caption.count("\n") + 1 for row in panels for caption, _ in row)
+    caption_inches = 0.16 * max_lines + 0.1
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * panel_inches,
+                                                  rows * (panel_inches + caption_inches) + (0.4 if title else 0)),
                              squeeze=False)
     for i, row in enumerate(panels):
         for j in range(cols):
@@ -159,10 +162,10 @@ def side_by_side(panels: Sequence[Sequence[tuple[str, np.ndarray]]], path: str |
                 ax.set_title(caption, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=0.4)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")  # keeps the suptitle clear of the captions
     plt.close(fig)
     return path
 
