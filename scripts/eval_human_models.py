@@ -140,6 +140,7 @@ def eval_gender(mtcnn, variants, n: int) -> dict:
         df = df.groupby(["gender", "race"]).head(max(1, n // 10)).reset_index(drop=True)
     truth = dict(zip(df.path, df.gender))
     race = dict(zip(df.path, df.race))
+    age = dict(zip(df.path, df.age))
     preds: dict[str, dict] = {name: {} for name in variants}
     t0 = time.time()
     done = 0
@@ -168,10 +169,13 @@ def eval_gender(mtcnn, variants, n: int) -> dict:
              "accuracy_male": float((yhat[y == 1] == 1).mean()),
              "accuracy_female": float((yhat[y == 0] == 0).mean()),
              "accuracy_by_race": {str(rc): float((y == yhat)[[race[p] == rc for p in ps]].mean())
-                                  for rc in sorted(set(race.values()))}}
+                                  for rc in sorted(set(race.values()))},
+             "accuracy_age_under_18": float((y == yhat)[[age[p] < 18 for p in ps]].mean()),
+             "accuracy_age_18_plus": float((y == yhat)[[age[p] >= 18 for p in ps]].mean())}
         out[name] = r
         print(f"UTKFace gender {name:28s} acc {r['accuracy']:.4f} (male {r['accuracy_male']:.3f},"
-              f" female {r['accuracy_female']:.3f}, n={r['n']})", flush=True)
+              f" female {r['accuracy_female']:.3f}; age <18 {r['accuracy_age_under_18']:.3f}, "
+              f">=18 {r['accuracy_age_18_plus']:.3f}; n={r['n']})", flush=True)
     return out
 
 
@@ -209,11 +213,12 @@ def main(argv=None) -> int:
     mobile = {pp: load_mobileface(preprocess=pp) for pp in ("rgb255", "rgb01")}
     facemesh = load_facemesh()
 
-    utk = utkface()
-    tpl_paths = list(utk.path.iloc[np.linspace(0, len(utk) - 1, args.n_template).astype(int)])
-    mesh_tpl = derive_mesh_template(tpl_paths, mtcnn, facemesh)
-    results["faceres_mesh_template"] = {"points": mesh_tpl.points, "size": mesh_tpl.size,
-                                        "n_images": len(tpl_paths)}
+    if {"lfw", "gender"} - set(args.skip):
+        utk = utkface()
+        tpl_paths = list(utk.path.iloc[np.linspace(0, len(utk) - 1, args.n_template).astype(int)])
+        mesh_tpl = derive_mesh_template(tpl_paths, mtcnn, facemesh)
+        results["faceres_mesh_template"] = {"points": mesh_tpl.points, "size": mesh_tpl.size,
+                                            "n_images": len(tpl_paths)}
 
     if "lfw" not in args.skip:
         variants = {}
@@ -232,7 +237,7 @@ def main(argv=None) -> int:
         results["utkface_gender"] = eval_gender(mtcnn, variants, args.n_utk)
     if "speed" not in args.skip:
         results["images_per_s"] = throughput({
-            "faceres": (faceres["rgb255"], 224), "mobileface": (mobile["rgb255"], 112),
+            "faceres": (faceres["caffe"], 224), "mobileface": (mobile["rgb255"], 112),
             "facemesh": (facemesh, 192)})
     if args.json:
         with open(args.json, "w") as fh:

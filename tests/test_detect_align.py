@@ -12,7 +12,7 @@ from PIL import Image
 from xfr.io import load_image
 from xfr.models.align import (
     TEMPLATES, NoFaceError, align, align_batch, alignment_matrix, detect_and_align,
-    similarity_transform, transform_points, warp_affine,
+    face_landmarks, invert_affine, similarity_transform, transform_points, warp_affine,
 )
 from xfr.models.detect import Detections, best_face, largest_face, load_mtcnn
 
@@ -218,6 +218,25 @@ def test_detect_and_align_puts_landmarks_on_template(mtcnn, data_dir):
     assert k is not None
     err = (det.landmarks[k] - torch.from_numpy(TEMPLATES["arcface112"].array()).float()).norm(dim=1)
     assert err.max() < 4.0  # MTCNN re-detected on the chip: a few pixels of jitter
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("degrees", [20, -35])
+def test_refined_landmarks_follow_a_rotation_of_the_image(mtcnn, data_dir, degrees):
+    """Equivariance: landmarks found on a rotated image, mapped back through the rotation, equal
+    those of the original image (the second, upright pass of refine_landmarks makes them so)."""
+    img = load_image(data_dir / "lfw_rgb_samples" / "Anthony_Hopkins_0002.jpg")
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    rot = np.array([[c, -s, 0.0], [s, c, 0.0]])
+    centre = np.array([(img.shape[2] - 1) / 2, (img.shape[1] - 1) / 2])
+    rot[:, 2] = centre - rot[:, :2] @ centre
+    rotated = warp_affine(img, rot, img.shape[1])
+    ref = face_landmarks(img, mtcnn)[0].double().numpy()
+    back = transform_points(invert_affine(rot), face_landmarks(rotated, mtcnn)[0])
+    assert np.linalg.norm(back - ref, axis=1).max() < 2.5
+    # refined landmarks stay close to the first pass
+    first = face_landmarks(img, mtcnn, refine=False)[0].double().numpy()
+    assert np.linalg.norm(first - ref, axis=1).max() < 4.0
 
 
 @pytest.mark.slow

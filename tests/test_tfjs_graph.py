@@ -348,9 +348,11 @@ def hopkins():
 
 @pytest.mark.slow
 def test_facemesh_landmarks_land_on_the_eyes(hopkins):
-    from xfr.models.human import facemesh_landmarks, load_facemesh
+    from xfr.models import load
+    from xfr.models.human import FaceMesh, facemesh_landmarks
 
-    model = load_facemesh()
+    model = load("facemesh")  # through the registry
+    assert isinstance(model, FaceMesh)
     imgs, dets = hopkins
     for img, det in zip(imgs, dets):
         mesh = facemesh_landmarks(img, det.boxes[0], model=model)

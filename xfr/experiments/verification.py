@@ -720,7 +720,7 @@ def table1_figure(summary: pd.DataFrame, curves: pd.DataFrame, n_triplets: int,
     f4 = lambda v: "" if v is None or not np.isfinite(v) else f"{v:.4f}"  # noqa: E731
     cells = []
     for r in summary.itertuples():
-        name = "random order" if r.variant == "random" else (
+        name = "random" if r.variant == "random" else (
             f"{int(r.masks)}" if r.variant == "s-rise" else f"{int(r.masks)} centred")
         cells.append([name, f4(r.deletion), f4(r.paper_deletion), f4(r.insertion),
                       f4(r.paper_insertion), f4(r.average), f4(r.paper_average)])
