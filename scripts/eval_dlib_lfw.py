@@ -28,7 +28,7 @@ import torch
 
 from xfr.data import DATA_DIR, lfw_pairs
 from xfr.io import load_image, to_tensor, to_uint8
-from xfr.models.align import align, refine_landmarks
+from xfr.models.align import TEMPLATES, Template, align, refine_landmarks
 from xfr.models.detect import largest_face, load_mtcnn
 from xfr.models.dlib_resnet import SAME_PERSON_THRESHOLD, load_dlib_resnet
 
@@ -72,6 +72,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--no-dlib", action="store_true", help="skip the comparison with dlib")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    ap.add_argument("--weights", default=None,
+                    help="landmark weights of the dlib150 fit, e.g. 1,1,1,0,0 (default: template's)")
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     t0 = time.time()
@@ -111,10 +113,15 @@ def main(argv=None) -> int:
     refined.update({n: mean_lm for n in fallback})
     model = load_dlib_resnet()
     same = np.array([p.same for p in pairs])
+    template = TEMPLATES["dlib150"]
+    if args.weights:
+        weights = tuple(float(w) for w in args.weights.split(","))
+        template = Template(template.points, template.size, template.source, weights)
+    res["dlib150_weights"] = list(template.weights)
 
     def chips_and_descriptors(landmarks):
         # the chips as uint8, exactly what dlib is given in (c)
-        chips = {n: torch.from_numpy(to_uint8(align(images[n], landmarks[n], "dlib150")))
+        chips = {n: torch.from_numpy(to_uint8(align(images[n], landmarks[n], template)))
                  .permute(2, 0, 1) for n in names}
         emb = {}
         for i in range(0, len(names), 32):

@@ -113,12 +113,12 @@ def align_faces(paths: Sequence[Path], mtcnn, template: str = "dlib150", pad: in
                 detect_scale: float = 0.5, batch: int = 16, progress: bool = False) -> AlignedFaces:
     """MTCNN + 5-point alignment of every image in ``paths``, once.
 
-    Each image is downscaled by ``detect_scale`` (antialiased) and edge-padded by ``pad`` px of
-    the original image (so MTCNN sees the whole head of the tight 350x350 LFW crops, as in
-    scripts/eval_human_models.py); MTCNN runs on that copy and the chip is warped onto
-    ``template`` from it too (for the dlib 150 px chip of a 350 px LFW crop, a scale of 0.5 still
-    downsamples, so no resolution is lost; it makes the whole step about 3x faster). Images
-    without a face are listed in ``missing``; images of the same size are detected in batches.
+    The tight 350x350 LFW crops are edge-padded by ``pad`` px (so MTCNN sees the whole head and
+    chips reaching past the crop get its edge, as in scripts/eval_human_models.py). MTCNN runs on
+    a copy downscaled by ``detect_scale`` (antialiased, padded by ``pad * detect_scale``; faster),
+    its landmarks are mapped back, and the chip is warped onto ``template`` from the padded
+    full-resolution image. Images without a face are listed in ``missing``; images of the same
+    size are detected in batches.
     """
     from ..io import load_image
     from ..models.align import alignment_matrix, get_template, transform_points, warp_affine
@@ -133,19 +133,21 @@ def align_faces(paths: Sequence[Path], mtcnn, template: str = "dlib150", pad: in
     paths = [Path(p) for p in paths]
     for start in range(0, len(paths), batch):
         chunk = paths[start:start + batch]
-        small = []
+        full, small = [], []
         for p in chunk:
             img = load_image(p)[None]
+            full.append(F.pad(img, (pad,) * 4, mode="replicate")[0])
             if detect_scale != 1:
                 img = F.interpolate(img, scale_factor=detect_scale, mode="bilinear",
                                     antialias=True, align_corners=False).clamp(0, 1)
             small.append(F.pad(img, (pad_s,) * 4, mode="replicate")[0])
-        for p, img, det in zip(chunk, small, mtcnn.detect(small)):
+        for p, img, det in zip(chunk, full, mtcnn.detect(small)):
             k = largest_face(det)
             if k is None:
                 missing.append(p.name)
                 continue
-            lm = det.landmarks[k].double().numpy()
+            # small padded pixel -> original pixel -> full padded pixel (pixel centres at ints)
+            lm = (det.landmarks[k].double().numpy() - pad_s + 0.5) / detect_scale - 0.5 + pad
             mat = alignment_matrix(lm, tpl)
             chips.append(warp_affine(img, mat, tpl.size).clamp(0, 1))
             lms.append(torch.from_numpy(transform_points(mat, lm)).float())

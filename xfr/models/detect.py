@@ -133,11 +133,13 @@ class MTCNNDetector(nn.Module):
             ))
         return out
 
-    def detect(self, images: Tensor | Sequence[Tensor]) -> list[Detections]:
+    def detect(self, images: Tensor | Sequence[Tensor], batch_size: int = 16) -> list[Detections]:
         """Detect faces in ``images`` ([N,3,H,W] or [3,H,W] float in [0,1], or a list of [C,H,W]
         images of any sizes; 1-channel and RGBA images are accepted). Images of the same size
-        go through MTCNN together in one batch. Returns one :class:`Detections` per image,
-        faces sorted by decreasing probability."""
+        go through MTCNN together, ``batch_size`` at a time. Returns one :class:`Detections` per
+        image, faces sorted by decreasing probability."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(images, Tensor):
             if images.dim() == 3:
                 images = [images]
@@ -150,9 +152,12 @@ class MTCNNDetector(nn.Module):
         groups: dict[tuple[int, int], list[int]] = {}
         for i, h in enumerate(hwcs):
             groups.setdefault(tuple(h.shape[:2]), []).append(i)
-        for idx in groups.values():
-            for i, det in zip(idx, self._detect_batch(torch.stack([hwcs[i] for i in idx]))):
-                results[i] = det
+        for same_size in groups.values():
+            for start in range(0, len(same_size), batch_size):
+                idx = same_size[start:start + batch_size]
+                batch = torch.stack([hwcs[i] for i in idx])
+                for i, det in zip(idx, self._detect_batch(batch)):
+                    results[i] = det
         return results  # type: ignore[return-value]
 
     def forward(self, images: Tensor | Sequence[Tensor]) -> list[Detections]:
