@@ -10,17 +10,19 @@ on these blurry grayscale crops dlib's shape predictor sometimes returns a rotat
 chip). Images are edge-padded by 100 px so that chips reaching past the tight LFW crop are not
 filled with black.
 
-Which landmarks to fit: for weights w (eyes 1, nose w_n, mouth corners w_m), the weighted
-similarity fit of each chip's MTCNN landmarks onto the template should be the identity (the chip
-is already dlib's). We report the mean displacement that fit causes over a 12x12 grid of chip
-points and pick the weights minimizing it ("weights_search").
+Which landmarks to fit (a diagnostic): for weights w (eyes 1, nose w_n, mouth corners w_m), the
+weighted similarity fit of each chip's MTCNN landmarks onto the template should be the identity
+(the chip is already dlib's). We report the mean displacement that fit causes over a 12x12 grid
+of chip points ("weights_search"). Eyes + nose only reproduce dlib's chips best, but gave a lower
+LFW pair accuracy (scripts/eval_dlib_lfw.py --weights 1,1,1,0,0), so xfr keeps equal weights.
 
 faceres224: the MTCNN box, made square (side = max(w, h)) and extended by 30% around its centre
 (VGGFace2 style), resized to 224; the (trimmed) mean of MTCNN's landmarks in that crop.
 
 Validation on held-out images: each image is aligned with the derived dlib150 template from
-MTCNN's landmarks on the *original* image, and compared to dlib's own chip of the same image
-(dlib descriptor distance between the two chips, and mean absolute pixel difference).
+MTCNN's (refined) landmarks on the *original* image, as xfr.models.align.detect_and_align does,
+and compared to dlib's own chip of the same image (dlib descriptor distance between the two
+chips, and mean absolute pixel difference).
 
     .venv/bin/python scripts/derive_templates.py [--n 400] [--n-val 40] [--json out.json]
 """
@@ -39,7 +41,7 @@ from PIL import Image
 
 from xfr.data import DATA_DIR
 from xfr.io import to_tensor, to_uint8
-from xfr.models.align import Template, align, get_template, similarity_transform
+from xfr.models.align import Template, align, face_landmarks, get_template, similarity_transform
 from xfr.models.detect import best_face, load_mtcnn
 
 PAD = 100
@@ -146,22 +148,20 @@ def main(argv=None) -> int:
     search = {(wn, wm): chip_displacement(dlib_pts[dlib_kept], dlib150, (1, 1, wn, wm, wm))
               for wn in (0.25, 0.5, 1.0, 2.0, 4.0) for wm in (0.0, 0.05, 0.1, 0.25, 0.5, 1.0)}
     wn, wm = min(search, key=search.get)
-    weights = (1.0, 1.0, wn, wm, wm)
     if args.save_npz:
         np.savez(args.save_npz, dlib_pts=dlib_pts, faceres_pts=faceres_pts)
 
     # held-out validation: our chip (MTCNN on the original image -> dlib150) vs dlib's chip
-    tpl = Template(tuple(map(tuple, dlib150)), 150, "derived", weights)
+    tpl = Template(tuple(map(tuple, dlib150)), 150, "derived")
     dists, mads = [], []
     for i in val_idx:
         chip = dlib_chip(images[i], detector, predictor)
         img = to_tensor(Image.open(images[i]).convert("RGB"))
-        det = mtcnn.detect(img)[0]
-        k = best_face(det)
-        if chip is None or k is None:
-            continue
         padded = torch.nn.functional.pad(img[None], (PAD,) * 4, mode="replicate")[0]
-        ours = to_uint8(align(padded, det.landmarks[k] + PAD, tpl))
+        lm = face_landmarks(padded, mtcnn, select="best")[0]
+        if chip is None or lm is None:
+            continue
+        ours = to_uint8(align(padded, lm, tpl))
         d_ours = np.asarray(facerec.compute_face_descriptor(np.ascontiguousarray(ours)))
         d_dlib = np.asarray(facerec.compute_face_descriptor(np.ascontiguousarray(chip)))
         dists.append(float(np.linalg.norm(d_ours - d_dlib)))
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
         "dlib150_std_px_kept": _r(dlib_pts[dlib_kept].std(0)),
         "weights_search_mean_chip_displacement_px": {
             f"nose {a} mouth {b}": round(v, 3) for (a, b), v in search.items()},
-        "dlib150_weights": weights,
+        "weights_minimizing_displacement": [1.0, 1.0, wn, wm, wm],
         "n_faceres_crops": int(len(faceres_pts)),
         "faceres224": _r(faceres224),
         "faceres224_std_px_kept": _r(faceres_pts[faceres_kept].std(0)),

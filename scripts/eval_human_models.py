@@ -7,10 +7,13 @@
    accuracy on the 10th), the thresholds, and the ROC AUC. Variants: faceres with the
    ``faceres224`` template of xfr.models.align and with a template derived here that reproduces
    human's own faceres crop (FaceMesh landmarks' bounding box x1.6, square; derived on UTKFace
-   images, not LFW), each with RGB 0..255 input (human) or Caffe BGR mean subtraction (HSE);
-   mobileface (``arcface112``) with 0..255 (the graph's own normalization) or 0..1 (human).
+   images, not LFW); Caffe BGR mean subtraction (HSE's scaling, the default) or RGB 0..255
+   (human's); mobileface (``arcface112``) with 0..255 (the graph's own normalization) or 0..1
+   (human's). Landmarks: the largest MTCNN face, refined by a second MTCNN pass
+   (``xfr.models.align.face_landmarks``; ``--no-refine`` for one pass).
 2. Gender accuracy of faceres on UTKFace (``xfr.data.utkface()``, 1000 male / 1000 female):
-   MTCNN -> aligned chip -> ``load_faceres_gender``; also the whole 200x200 UTKFace crop resized.
+   MTCNN -> aligned chip -> ``load_faceres_gender``; also the whole 200x200 UTKFace crop resized;
+   overall, per gender, per race, and for ages under 18 / 18 and over.
 3. Throughput (images/s, CPU, batch 32) of each model's forward pass.
 
     .venv/bin/python scripts/eval_human_models.py [--n-utk 2000] [--threads 2] [--json out.json]
@@ -30,7 +33,7 @@ from sklearn.model_selection import KFold
 
 from xfr.data import lfw_pairs, utkface
 from xfr.io import load_image
-from xfr.models.align import Template, align
+from xfr.models.align import Template, align, face_landmarks
 from xfr.models.detect import largest_face, load_mtcnn
 from xfr.models.human import (facemesh_landmarks, load_facemesh, load_faceres,
                               load_faceres_gender, load_mobileface, square_box)
@@ -44,23 +47,25 @@ def padded(path, pad=PAD):
     return F.pad(img[None], (pad,) * 4, mode="replicate")[0]
 
 
-def detect_batches(paths, mtcnn, pad=PAD):
-    """Yield lists of (path, padded image, MTCNN box, 5 landmarks) per batch of paths; box and
-    landmarks are None when MTCNN finds no face (largest face otherwise)."""
+def landmark_batches(paths, mtcnn, pad=PAD, refine=True):
+    """Yield lists of (path, padded image, 5 landmarks or None) per batch of paths: the largest
+    MTCNN face, refined by a second MTCNN pass unless ``refine`` is False
+    (``xfr.models.align.face_landmarks``, the suite's alignment pipeline)."""
     for i in range(0, len(paths), BATCH):
         chunk = paths[i:i + BATCH]
         imgs = [padded(p, pad) for p in chunk]
-        out = []
-        for p, img, det in zip(chunk, imgs, mtcnn.detect(imgs)):
-            k = largest_face(det)
-            out.append((p, img, None if k is None else det.boxes[k],
-                        None if k is None else det.landmarks[k]))
-        yield out
+        yield list(zip(chunk, imgs, face_landmarks(imgs, mtcnn, refine=refine)))
 
 
 def detect_all(paths, mtcnn, pad=PAD):
-    for batch in detect_batches(paths, mtcnn, pad):
-        yield from batch
+    """Yield (path, padded image, box, landmarks) of the largest MTCNN face (None: no face)."""
+    for i in range(0, len(paths), BATCH):
+        chunk = paths[i:i + BATCH]
+        imgs = [padded(p, pad) for p in chunk]
+        for p, img, det in zip(chunk, imgs, mtcnn.detect(imgs)):
+            k = largest_face(det)
+            yield p, img, (None if k is None else det.boxes[k]), (
+                None if k is None else det.landmarks[k])
 
 
 def derive_mesh_template(paths, mtcnn, facemesh, size=224, crop_factor=1.6) -> Template:
@@ -99,16 +104,16 @@ def cv_accuracy(sims: np.ndarray, same: np.ndarray, folds: int = 10, seed: int =
             "auc": float(roc_auc_score(same, sims)), "n_pairs": int(len(sims))}
 
 
-def eval_lfw(mtcnn, variants) -> dict:
+def eval_lfw(mtcnn, variants, refine=True) -> dict:
     pairs = lfw_pairs()
     paths = sorted({p for pr in pairs for p in (pr.a, pr.b)})
     embs: dict[str, dict] = {name: {} for name in variants}
     missing = []
     t0 = time.time()
     done = 0
-    for batch in detect_batches(paths, mtcnn):
-        found = [(p, img, lm) for p, img, box, lm in batch if box is not None]
-        missing += [p.name for p, _, box, _ in batch if box is None]
+    for batch in landmark_batches(paths, mtcnn, refine=refine):
+        found = [(p, img, lm) for p, img, lm in batch if lm is not None]
+        missing += [p.name for p, _, lm in batch if lm is None]
         for name, (model, template) in variants.items():
             if not found:
                 continue
@@ -134,7 +139,7 @@ def eval_lfw(mtcnn, variants) -> dict:
     return out
 
 
-def eval_gender(mtcnn, variants, n: int) -> dict:
+def eval_gender(mtcnn, variants, n: int, refine=True) -> dict:
     df = utkface()
     if n < len(df):  # balanced subsample over gender x race
         df = df.groupby(["gender", "race"]).head(max(1, n // 10)).reset_index(drop=True)
@@ -144,13 +149,12 @@ def eval_gender(mtcnn, variants, n: int) -> dict:
     preds: dict[str, dict] = {name: {} for name in variants}
     t0 = time.time()
     done = 0
-    for batch in detect_batches(list(df.path), mtcnn, pad=50):
+    for batch in landmark_batches(list(df.path), mtcnn, pad=50, refine=refine):
         for name, (model, template) in variants.items():
             if template is None:  # the whole UTKFace crop (without the padding)
-                items = [(p, img[:, 50:-50, 50:-50]) for p, img, _, _ in batch]
+                items = [(p, img[:, 50:-50, 50:-50]) for p, img, _ in batch]
             else:
-                items = [(p, align(img, lm, template)) for p, img, box, lm in batch
-                         if box is not None]
+                items = [(p, align(img, lm, template)) for p, img, lm in batch if lm is not None]
             if not items:
                 continue
             with torch.no_grad():
@@ -201,6 +205,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-template", type=int, default=200,
                     help="UTKFace images used to derive the FaceMesh-crop template")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-refine", action="store_true",
+                    help="one MTCNN pass only (no xfr.models.align.refine_landmarks)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["lfw", "gender", "speed"])
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
@@ -220,21 +226,19 @@ def main(argv=None) -> int:
         results["faceres_mesh_template"] = {"points": mesh_tpl.points, "size": mesh_tpl.size,
                                             "n_images": len(tpl_paths)}
 
+    refine = not args.no_refine
+    results["refine_landmarks"] = refine
     if "lfw" not in args.skip:
-        variants = {}
-        for pp, m in faceres.items():
-            variants[f"faceres/faceres224/{pp}"] = (m, "faceres224")
-            variants[f"faceres/mesh-crop/{pp}"] = (m, mesh_tpl)
+        variants = {f"faceres/faceres224/{pp}": (m, "faceres224") for pp, m in faceres.items()}
+        variants["faceres/mesh-crop/caffe"] = (faceres["caffe"], mesh_tpl)
         for pp, m in mobile.items():
             variants[f"mobileface/arcface112/{pp}"] = (m, "arcface112")
-        results["lfw"] = eval_lfw(mtcnn, variants)
+        results["lfw"] = eval_lfw(mtcnn, variants, refine)
     if "gender" not in args.skip:
-        variants = {}
-        for pp, m in gender.items():
-            variants[f"faceres224/{pp}"] = (m, "faceres224")
-            variants[f"mesh-crop/{pp}"] = (m, mesh_tpl)
-            variants[f"whole-crop/{pp}"] = (m, None)
-        results["utkface_gender"] = eval_gender(mtcnn, variants, args.n_utk)
+        variants = {f"faceres224/{pp}": (m, "faceres224") for pp, m in gender.items()}
+        variants["mesh-crop/caffe"] = (gender["caffe"], mesh_tpl)
+        variants["whole-crop/caffe"] = (gender["caffe"], None)
+        results["utkface_gender"] = eval_gender(mtcnn, variants, args.n_utk, refine)
     if "speed" not in args.skip:
         results["images_per_s"] = throughput({
             "faceres": (faceres["caffe"], 224), "mobileface": (mobile["rgb255"], 112),

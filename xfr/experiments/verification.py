@@ -676,9 +676,10 @@ def cscore_figure(res, fit, bins: int = 400):
     ax.bar(hist.centers[keep], hist.genuine[keep], width=width, color="tab:green", alpha=0.6,
            label=f"genuine ({int(y.sum())})")
     ax.bar(hist.centers[keep], -hist.imposter[keep], width=width, color="tab:red", alpha=0.6,
-           label=f"imposter ({int((~y).sum())}), drawn downwards")
+           label=f"imposter ({int((~y).sum())})")
     ax.set_xlabel("cosine distance d (eq. 1)")
-    ax.set_ylabel(f"pairs per bin ({bins} bins on [0, 2])")
+    ax.set_ylabel(f"pairs per bin ({bins} bins on [0, 2]; imposters downwards)")
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{abs(v):.0f}"))
     ax2 = ax.twinx()
     ok = ~np.isnan(hist.ratio) & keep
     ax2.plot(hist.centers[ok], hist.ratio[ok], "k.", ms=4, label="ratio genuine/(genuine+imposter)")
