@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export DVC_NO_ANALYTICS=1 YOLO_OFFLINE=1 MPLBACKEND=Agg
+export DVC_NO_ANALYTICS=1 YOLO_OFFLINE=1 MPLBACKEND=Agg PYTHONDONTWRITEBYTECODE=1
+export PATH="$PWD/.venv/bin:$PATH"  # stages call `python -m xfr.pipeline`
 .venv/bin/dvc repro "$@"

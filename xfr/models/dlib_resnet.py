@@ -135,6 +135,8 @@ class DlibResNet(nn.Module):
             raise ValueError(f"expected chips [N,3,H,W] in [0,1], got {tuple(chips.shape)}")
         if chips.shape[1] == 1:
             chips = chips.expand(-1, 3, -1, -1)
+        if not chips.is_floating_point():  # uint8 chips: 0..255
+            chips = chips.to(self.mean.dtype) / 255.0
         chips = chips.to(self.mean.dtype)
         if chips.shape[-2:] != (self.input_size, self.input_size):
             chips = F.interpolate(chips, size=(self.input_size, self.input_size), mode="bilinear",
