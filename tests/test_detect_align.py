@@ -243,6 +243,7 @@ def test_refined_landmarks_follow_a_rotation_of_the_image(mtcnn, data_dir, degre
 def test_no_face_error_on_blank_image(mtcnn, tmp_path):
     blank = torch.full((3, 200, 240), 0.5)
     assert len(mtcnn.detect(blank)[0]) == 0
+    assert [len(d) for d in mtcnn.detect([torch.rand(3, 12, 15), torch.rand(1, 19, 40)])] == [0, 0]
     with pytest.raises(NoFaceError, match=r"no face found in image of shape \(3, 200, 240\)"):
         detect_and_align(blank, "dlib150", mtcnn=mtcnn)
     Image.new("L", (120, 100), 30).save(tmp_path / "blank.png")

@@ -113,6 +113,8 @@ class MTCNNDetector(nn.Module):
         from facenet_pytorch.models.utils.detect_face import detect_face
 
         m = self.mtcnn
+        if min(hwc.shape[1:3]) < self.min_face_size:  # no pyramid level fits: nothing to find
+            return [Detections.empty() for _ in range(hwc.shape[0])]
         with torch.no_grad():
             batch_boxes, batch_points = detect_face(
                 hwc.to(self.device), self.min_face_size, m.pnet, m.rnet, m.onet,
