@@ -21,10 +21,10 @@ Input scaling. faceres (default ``preprocess="caffe"``): BGR 0..255 minus the Ca
 channel means, as in HSE's own inference code (``facial_analysis.py``: RGB->BGR, subtract
 103.939/116.779/123.68); the graph has no normalization of its own. human's ``faceres.ts`` feeds
 plain RGB 0..255 instead (``preprocess="rgb255"``). On real data the authors' scaling is better
-(``scripts/eval_human_models.py``: LFW fold-1 verification 96.2% vs 96.0%, AUC 0.991 vs 0.987;
-UTKFace gender 82.5% vs 79.8%). mobileface: the graph itself computes ``(x - 127.5) *
+(``scripts/eval_human_models.py``: LFW fold-1 verification 95.8% vs 95.3%, AUC 0.989 vs 0.983;
+UTKFace gender 83.1% vs 80.3%). mobileface: the graph itself computes ``(x - 127.5) *
 0.0078125``, i.e. it expects 0..255 (MXNet insightface convention), so chips are scaled to 0..255;
-human's ``mobilefacenet.ts`` feeds 0..1, which collapses the embeddings (LFW 65.5% vs 88.4%).
+human's ``mobilefacenet.ts`` feeds 0..1, which collapses the embeddings (LFW 67.7% vs 88.8%).
 facemesh: RGB in 0..1 (human's ``facemesh.ts``: ``crop / 255``).
 
 The TF.js ``resizeBilinear`` used by human has no half-pixel centres; here resizing uses PyTorch's
