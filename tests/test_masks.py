@@ -1,0 +1,208 @@
+"""Masked-face detection (MinPlus §3.4): VOC -> YOLO conversion, the seeded split, the data set
+yaml, the pickle-free weights of the YOLO detector, the windows explained, and clear errors."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from xfr.experiments import masks as M
+from xfr import yolo as Y
+
+
+def _voc(path, filename, width, height, objects):
+    objs = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+        f"<ymax>{d}</ymax></bndbox></object>" for n, a, b, c, d in objects)
+    path.write_text(f"<annotation><filename>{filename}</filename><size><width>{width}</width>"
+                    f"<height>{height}</height><depth>3</depth></size>{objs}</annotation>")
+    return path
+
+
+def _voc_dataset(root, n=12, size=(40, 32)):
+    (root / "annotations").mkdir(parents=True)
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        name = f"img{i:02d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(root / "images" / name)
+        _voc(root / "annotations" / f"img{i:02d}.xml", name, size[0], size[1],
+             [("with_mask", 2, 3, 12, 15), ("without_mask" if i % 2 else "mask_weared_incorrect", 20, 5, 30, 20)])
+    return root
+
+
+# ----------------------------------------------------------------------------- VOC -> YOLO
+def test_voc_to_yolo_known_answer(tmp_path):
+    ann = M.parse_voc(_voc(tmp_path / "a.xml", "a.jpg", 200, 100, [
+        ("with_mask", 20, 10, 60, 50),               # inside
+        ("mask_weared_incorrect", 180, -5, 230, 40),  # past the right and top borders: clipped
+        ("without_mask", 210, 10, 250, 30),           # entirely outside: dropped
+    ]))
+    assert (ann.filename, ann.width, ann.height) == ("a.jpg", 200, 100)
+    rows = M.voc_to_yolo(ann)
+    assert len(rows) == 2
+    np.testing.assert_allclose(rows[0], (0, 40 / 200, 30 / 100, 40 / 200, 40 / 100))
+    np.testing.assert_allclose(rows[1], (2, 190 / 200, 20 / 100, 20 / 200, 40 / 100))
+    assert M.format_labels(rows).splitlines()[0] == "0 0.200000 0.300000 0.200000 0.400000"
+
+
+def test_voc_errors(tmp_path):
+    ann = M.parse_voc(_voc(tmp_path / "a.xml", "a.jpg", 10, 10, [("helmet", 1, 1, 5, 5)]))
+    with pytest.raises(ValueError, match="unknown class 'helmet'"):
+        M.voc_to_yolo(ann)
+    (tmp_path / "b.xml").write_text("<annotation><filename>b.jpg</filename></annotation>")
+    with pytest.raises(ValueError, match="size"):
+        M.parse_voc(tmp_path / "b.xml")
+    _voc(tmp_path / "c.xml", "c.jpg", 0, 10, [])
+    with pytest.raises(ValueError, match="positive"):
+        M.parse_voc(tmp_path / "c.xml")
+
+
+# ----------------------------------------------------------------------------- split
+def test_split_proportions_and_determinism():
+    names = [f"maksssksksss{i}" for i in range(800)]
+    a = M.split_names(names, seed=0)
+    assert [len(a[s]) for s in M.SPLITS] == [700, 68, 32]  # 87.5 / 8.5 / 4 % of 800
+    assert sorted(a["train"] + a["val"] + a["test"]) == sorted(names)
+    assert a == M.split_names(list(reversed(names)), seed=0)  # input order does not matter
+    b = M.split_names(names, seed=1)
+    assert a["test"] != b["test"] and a["val"] != b["val"]
+    with pytest.raises(ValueError, match="summing to 1"):
+        M.split_names(names, fractions=(0.8, 0.1, 0.05))
+    with pytest.raises(ValueError, match="unique"):
+        M.split_names(["a", "a", "b"])
+
+
+# ----------------------------------------------------------------------------- data set
+def test_prepare_dataset_and_yaml(tmp_path):
+    src = _voc_dataset(tmp_path / "voc")
+    counts = M.prepare_dataset(tmp_path / "out" / "yolo", src, seed=3)
+    root = tmp_path / "out" / "yolo"
+    assert counts["images"] == 12
+    assert sum(counts[f"{s}_images"] for s in M.SPLITS) == 12
+    assert counts["train_boxes_with_mask"] == counts["train_images"]
+    for s in M.SPLITS:
+        imgs = sorted(p.stem for p in (root / "images" / s).glob("*.jpg"))
+        labels = sorted(p.stem for p in (root / "labels" / s).glob("*.txt"))
+        assert imgs == labels and len(imgs) == counts[f"{s}_images"]
+        assert not any(p.is_symlink() for p in (root / "images" / s).iterdir())
+    first = sorted((root / "labels" / "train").glob("*.txt"))[0]
+    rows = np.loadtxt(first, ndmin=2)
+    assert rows.shape == (2, 5) and rows[0, 0] == 0
+    np.testing.assert_allclose(rows[0, 1:], (7 / 40, 9 / 32, 10 / 40, 12 / 32), atol=1e-6)
+    data = yaml.safe_load((root / "dataset.yaml").read_text())
+    assert "path" not in data  # resolved against the yaml's folder: the data set can move
+    assert (data["train"], data["val"], data["test"]) == ("images/train", "images/val", "images/test")
+    assert data["names"] == {0: "with_mask", 1: "without_mask", 2: "mask_weared_incorrect"}
+    assert M.prepare_dataset(tmp_path / "again", src, seed=3) == counts  # deterministic
+
+
+def test_dataset_yaml_resolves_where_the_folder_is(tmp_path):
+    Y.offline_env(tmp_path / "cfg")
+    from ultralytics.data.utils import check_det_dataset
+
+    M.prepare_dataset(tmp_path / "a" / "yolo", _voc_dataset(tmp_path / "voc"), seed=0)
+    shutil.move(str(tmp_path / "a" / "yolo"), str(tmp_path / "moved"))  # "cloned elsewhere"
+    data = check_det_dataset(str(tmp_path / "moved" / "dataset.yaml"), autodownload=False)
+    assert data["nc"] == 3
+    assert data["val"] == str((tmp_path / "moved" / "images" / "val").resolve())
+
+
+def test_prepare_limit_and_errors(tmp_path):
+    src = _voc_dataset(tmp_path / "voc")
+    counts = M.prepare_dataset(tmp_path / "small", src, limit=5)
+    assert counts["images"] == 5 and min(counts[f"{s}_images"] for s in M.SPLITS) >= 1
+    with pytest.raises(FileNotFoundError, match="python -m xfr.data"):
+        M.prepare_dataset(tmp_path / "x", tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="limit"):
+        M.prepare_dataset(tmp_path / "x", src, limit=2)
+    (src / "images" / "img00.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="img00.jpg"):
+        M.prepare_dataset(tmp_path / "x", src)
+    with pytest.raises(FileNotFoundError, match="mask_data"):
+        M.dataset_root(tmp_path / "no_results")
+    with pytest.raises(FileNotFoundError, match="run the data stage first"):
+        Y.run_train({"epochs": 1}, tmp_path / "no_results")
+
+
+# ----------------------------------------------------------------------------- weights
+@pytest.fixture(scope="module")
+def tiny_detector(tmp_path_factory):
+    Y.offline_env(tmp_path_factory.mktemp("cfg"))
+    torch.manual_seed(0)
+    return Y._build("yolov5n.yaml", list(M.CLASSES), imgsz=64)
+
+
+def test_weights_round_trip_without_pickle(tiny_detector, tmp_path):
+    model = tiny_detector
+    with torch.no_grad():  # make the random detector's scores non-trivial
+        for p in model.model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.model.eval()
+    Y.save_weights(model, tmp_path / "w", "yolov5n.yaml", 64)
+    with np.load(tmp_path / "w" / "detector.npz", allow_pickle=False) as arrays:
+        assert all(arrays[k].dtype != object for k in arrays.files)
+    loaded = Y.load_detector(tmp_path / "w")
+    assert loaded.meta["names"] == {"0": "with_mask", "1": "without_mask", "2": "mask_weared_incorrect"}
+    assert dict(loaded.model.names) == {0: "with_mask", 1: "without_mask", 2: "mask_weared_incorrect"}
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        a, b = model.model(x), loaded.model(x)
+    a, b = (a[0] if isinstance(a, (tuple, list)) else a), (b[0] if isinstance(b, (tuple, list)) else b)
+    assert torch.equal(a, b)
+    da = M.detections_at(model, 64, conf=0.0)(x)
+    db = M.detections_at(loaded, 64, conf=0.0)(x)
+    for (ba, sa, ca), (bb, sb, cb) in zip(da, db):
+        assert torch.equal(ba, bb) and torch.equal(sa, sb) and torch.equal(ca, cb)
+
+
+def test_load_detector_errors(tiny_detector, tmp_path):
+    with pytest.raises(FileNotFoundError, match="mask_train"):
+        Y.load_detector(tmp_path / "missing")
+    Y.save_weights(tiny_detector, tmp_path / "w", "yolov5n.yaml", 64)
+    meta = yaml.safe_load((tmp_path / "w" / "detector.json").read_text())
+    meta["model"] = "yolov5s.yaml"  # weights of another size
+    (tmp_path / "w" / "detector.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="yolov5s.yaml"):
+        Y.load_detector(tmp_path / "w")
+
+
+# ----------------------------------------------------------------------------- windows, table
+def test_mask_window_maps_the_box():
+    image = torch.rand(3, 100, 120)
+    calls = []
+
+    def detect(images):  # one detection: the mapped box, class 0, score 0.9
+        calls.append(tuple(images.shape))
+        return [(torch.tensor([[15.0, 15.0, 35.0, 35.0]]), torch.tensor([0.9]), torch.tensor([0]))]
+
+    fw = M.mask_window("x#with_mask", image, torch.tensor([40.0, 40.0, 60.0, 60.0]), 0, detect,
+                       context=2.5, window_size=50, source="ground truth")
+    assert calls == [(1, 3, 50, 50)]
+    assert fw.rect == (25, 25, 75, 75) and fw.score == pytest.approx(0.9) and fw.source == "detection"
+    assert torch.equal(fw.box, torch.tensor([15.0, 15.0, 35.0, 35.0]))
+    assert torch.allclose(fw.window, image[:, 25:75, 25:75])
+    assert fw.box_fraction == pytest.approx(0.16)
+    assert M.mask_window("x", image, torch.tensor([40.0, 40.0, 60.0, 60.0]), 1, detect,
+                         context=2.5, window_size=50) is None  # no detection of class 1
+    fb = M.mask_window("x#mask_weared_incorrect", image, torch.tensor([40.0, 40.0, 60.0, 60.0]), 0, detect,
+                       context=2.5, window_size=50, min_iou=1.01, fallback_iou=0.3, source="ground truth")
+    assert fb.source == "ground truth" and torch.equal(fb.box, torch.tensor([15.0, 15.0, 35.0, 35.0]))
+
+
+def test_ground_truth_reads_labels(tmp_path):
+    (tmp_path / "images" / "test").mkdir(parents=True)
+    (tmp_path / "labels" / "test").mkdir(parents=True)
+    (tmp_path / "labels" / "test" / "a.txt").write_text("2 0.5 0.25 0.2 0.1\n")
+    boxes, classes = M.ground_truth(tmp_path / "images" / "test" / "a.jpg", (100, 200))
+    assert torch.allclose(boxes, torch.tensor([[80.0, 20.0, 120.0, 30.0]])) and classes.tolist() == [2]
+    boxes, classes = M.ground_truth(tmp_path / "images" / "test" / "none.jpg", (100, 200))
+    assert boxes.shape == (0, 4) and classes.shape == (0,)
+
+
+def test_method_ranking_and_paper_constants():
+    assert M.method_ranking({"a": 0.2, "b": 0.9, "c": 0.5}) == ["b", "c", "a"]
+    assert M.method_ranking(M.PAPER_TABLE1_MEAN) == ["MinPlus", "RISEgauss", "RISE", "LIME-map"]

@@ -1,0 +1,1022 @@
+"""The gender-model make-up bias study of the CMS paper (John et al., "Canonical Saliency Maps:
+Decoding Deep Face Models", §5.2 and Fig. 17), on real data with the two gender models of the zoo
+(``faceres-gender`` and ``mini-xception-gender``); the last section of ``notebooks/cms_bias.ipynb``.
+
+The paper saw the CMS map of its gender model fixate on the eye corners, hypothesized that the
+model had learned eye make-up as a cue for 'female', and tested it qualitatively (Fig. 17) on a
+few internet photos of the same people with and without real eye make-up: 'male' confidence
+dropped when men wore make-up, 'female' confidence dropped a little for women without it, with a
+few flipped decisions, "especially [for] males of Asian origin ... from the far East".
+
+**Deviation (data):** we have no such photo pairs. We measure instead
+
+1. the distribution of P(female) on CelebA faces labelled ``Heavy_Makeup`` vs not, per gender
+   (:func:`group_table`, :func:`makeup_effect`), with the confounds that come with the label
+   (lipstick, age, smiling, attractiveness ...) handled by a linear model of logit P(female)
+   (:func:`makeup_regression`) and by exact matching on a few attributes
+   (:func:`matched_makeup_effect`);
+2. a controlled synthetic edit: the canonical eye region (the ring around each eye opening:
+   lids, lash lines and eye corners, where eye make-up goes; :func:`edit_regions`) reprojected
+   onto each real face through its FaceMesh mesh (:func:`xfr.canonical.canonical_to_image`) as a
+   soft mask, in which luminance is multiplied by ``factor`` (< 1 darkens, an "eye make-up" edit;
+   > 1 lightens, clipped to [0, 1]) (:func:`luminance_edit`). The CONTROL is the same edit on a
+   region of equal canonical area that is not the eyes (the cheeks by default), so that "any
+   darkening of the face moves P(female)" is separated from "darkening the eyes does"
+   (:func:`edit_scores`, :func:`edit_table`, :func:`eye_vs_control`);
+3. the same on UTKFace, balanced over gender x race (White, Black, Asian, Indian, Others), where
+   the paper's claim about East Asian men can be checked (UTKFace's "Asian" is mostly East Asian);
+   adults only by default (:func:`utkface_table` ``min_age``): the balanced set is 43% children.
+
+Neither zoo model is the paper's (a gender model fine-tuned on CelebA): faceres-gender is HSE's
+MobileNet trained on VGGFace2, mini-xception-gender is Arriaga et al.'s net trained on IMDB.
+
+Model inputs. Both models take the whole image of each data set and resize it themselves. The
+mini-Xception gender net was trained on loose IMDB crops with hair and background; CelebA's
+aligned 178x218 crops (here 89x109) already are such crops, UTKFace's 200x200 chips are tight,
+so UTKFace faces are padded by ``context`` = 0.3 of their size (edge replication,
+:func:`xfr.models.xception.pad_context`, the README's model note) before *both* models, and
+CelebA faces are not. Measured on 200-face probes (all ages): mini-Xception 50% on bare UTKFace
+chips vs 66% padded, 93% on bare CelebA vs 73% padded; faceres 77% on UTKFace either way and 99%
+on bare CelebA (69% padded). The padding is applied inside
+the score function, after the edit, so edits are made in the data set's own image.
+P(female) is the softmax probability of class 'female' (faceres) / 'woman' (mini-Xception); a
+face is called female when P(female) > 0.5.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import data as xdata
+from ..engine import apply_masks, check_image, score_images
+from ..io import load_image
+from ..score import attribute_score
+
+ScoreFn = Callable[[Tensor], Tensor]
+
+GENDERS = ("female", "male")
+FEMALE_CLASS_NAMES = ("female", "woman")
+MODEL_KEYS = {"faceres-gender": "faceres", "mini-xception-gender": "xception"}
+DEFAULT_COVARIATES = ("Smiling", "Young", "Attractive", "Eyeglasses", "Bangs", "Blond_Hair")
+
+
+# ----------------------------------------------------------------------------- models
+def female_index(classes: Sequence[str]) -> int:
+    """Index of the 'female' class in a gender model's ``classes`` ('female' or 'woman')."""
+    names = [str(c).lower() for c in classes]
+    for want in FEMALE_CLASS_NAMES:
+        if want in names:
+            return names.index(want)
+    raise ValueError(f"no female class among {tuple(classes)}: expected one of {FEMALE_CLASS_NAMES}")
+
+
+@dataclass
+class GenderModel:
+    """A gender classifier of the zoo with its short ``key`` and the index of its female class."""
+
+    key: str
+    name: str
+    model: torch.nn.Module
+    female: int
+
+    def score_fn(self, context: float = 0.0) -> ScoreFn:
+        """f(images [N,3,H,W] in [0,1]) -> P(female) [N] (MinPlus eq. 3, the class-confidence
+        phi(I, c) of the CMS paper), after padding the images by ``context`` x their size."""
+        return p_female_fn(self.model, self.female, context)
+
+
+def p_female_fn(model, female: int, context: float = 0.0) -> ScoreFn:
+    """P(female) of ``model`` (logits [N,K]) on images padded by ``context`` (see module doc)."""
+    context = float(context)
+    if not 0.0 <= context <= 2.0:
+        raise ValueError(f"context must be in [0, 2] (fraction of the image size), got {context}")
+    base = attribute_score(model, female)
+    if context == 0.0:
+        return base
+    from ..models.xception import pad_context
+
+    def f(images: Tensor) -> Tensor:
+        if images.dim() == 3:
+            images = images[None]
+        return base(pad_context(images, context))
+
+    return f
+
+
+def model_key(name: str) -> str:
+    return MODEL_KEYS.get(name, name.replace("-gender", "").replace("-", "_"))
+
+
+def load_gender_models(names: Sequence[str], device: str = "cpu") -> dict[str, GenderModel]:
+    """``xfr.models.load`` each named gender model -> {key: GenderModel} (keys 'faceres',
+    'xception' for the two zoo models)."""
+    from .. import models
+
+    if isinstance(names, str) or not len(names):
+        raise ValueError(f"names must be a non-empty list of model names, got {names!r}")
+    out = {}
+    for name in names:
+        m = models.load(name, device=device)
+        classes = getattr(m, "classes", None)
+        if classes is None:
+            raise ValueError(f"model {name!r} has no `classes`; it is not a gender classifier")
+        out[model_key(name)] = GenderModel(model_key(name), name, m, female_index(classes))
+    return out
+
+
+# ----------------------------------------------------------------------------- data
+def sample_per_group(df: pd.DataFrame, by: Sequence[str], per_group: int | None, seed: int = 0
+                     ) -> pd.DataFrame:
+    """``per_group`` rows (or all of a smaller group) of each group of ``by``, seeded, in the
+    frame's order; None keeps every row."""
+    by = [by] if isinstance(by, str) else list(by)
+    _require(df, by)
+    if per_group is None:
+        return df.reset_index(drop=True)
+    if per_group < 1:
+        raise ValueError(f"per-group sample size must be >= 1 (or None for all), got {per_group}")
+    parts = [g.sample(min(per_group, len(g)), random_state=seed) for _, g in df.groupby(by, sort=True)]
+    return pd.concat(parts).sort_index().reset_index(drop=True)
+
+
+def celeba_table(n: int | None = None, seed: int = 0, root=None) -> pd.DataFrame:
+    """CelebA faces (``xfr.data.celeba()``): ``path``, ``face`` id, ``dataset``, ``gender``
+    ('female'/'male' from ``Male``), ``makeup`` (``Heavy_Makeup``) and the 40 attributes.
+    ``n``: None for all, else about n faces balanced over gender x make-up (n // 4 per group, or
+    all of a smaller group: the 1,000-image subset has only 3 men labelled Heavy_Makeup)."""
+    df = xdata.celeba(root) if root is not None else xdata.celeba()
+    if df.empty:
+        raise ValueError("no CelebA images found: run `python -m xfr.data` to assemble data/")
+    df = df.copy()
+    df.insert(1, "face", ["celeba/" + p.stem for p in df["path"]])
+    df.insert(2, "dataset", "celeba")
+    df.insert(3, "gender", np.where(df["Male"], "male", "female"))
+    df.insert(4, "makeup", df["Heavy_Makeup"].astype(bool))
+    if n is not None:
+        if n < 4:
+            raise ValueError(f"n must be >= 4 (one face per gender x make-up group) or None, got {n}")
+        df = sample_per_group(df, ["gender", "makeup"], n // 4, seed)
+    return df
+
+
+def utkface_table(per_cell: int | None = None, seed: int = 0, min_age: int = 0, root=None
+                  ) -> pd.DataFrame:
+    """UTKFace balanced faces: ``path``, ``face``, ``dataset``, ``gender``, ``race`` (name),
+    ``age``; faces of ``min_age`` years or older (the balanced set is 43% under 18, 70% of the
+    Asian men), then ``per_cell`` faces per gender x race (None: all)."""
+    df = xdata.utkface(root) if root is not None else xdata.utkface()
+    if df.empty:
+        raise ValueError("no UTKFace images found: run `python -m xfr.data` to assemble data/")
+    df = df[df["age"] >= int(min_age)]
+    if df.empty:
+        raise ValueError(f"no UTKFace face is {min_age} years or older")
+    df = sample_per_group(df, ["gender", "race"], per_cell, seed)
+    return pd.DataFrame({
+        "path": df["path"], "face": ["utkface/" + p.name.split(".")[0] for p in df["path"]],
+        "dataset": "utkface", "gender": np.where(df["gender"] == 1, "female", "male"),
+        "race": [xdata.UTK_RACES[int(r)] for r in df["race"]], "age": df["age"],
+    })
+
+
+def load_batch(paths: Sequence) -> Tensor:
+    """Images of equal size as one float tensor [N,3,H,W]."""
+    imgs = [load_image(p) for p in paths]
+    shapes = {tuple(i.shape) for i in imgs}
+    if len(shapes) != 1:
+        raise ValueError(f"images of different sizes {sorted(shapes)}: score them separately")
+    return torch.stack(imgs)
+
+
+def score_table(models: Mapping[str, GenderModel], table: pd.DataFrame, context: float = 0.0,
+                batch_size: int = 64) -> pd.DataFrame:
+    """P(female) of every face of ``table`` (``path``, ``gender`` ...) under each model: the
+    table's rows repeated per model, plus ``model``, ``p_female``, ``pred`` ('female' when
+    P(female) > 0.5) and ``correct``."""
+    _require(table, ["path", "gender"], "table")
+    if not models:
+        raise ValueError("no models given")
+    fns = {k: m.score_fn(context) for k, m in models.items()}
+    scores = {k: [] for k in fns}
+    paths = list(table["path"])
+    for start in range(0, len(paths), batch_size):
+        batch = load_batch(paths[start:start + batch_size])
+        for k, f in fns.items():
+            scores[k].append(score_images(f, batch, batch_size))
+    parts = []
+    for k in fns:
+        part = table.copy()
+        part["model"] = k
+        part["p_female"] = torch.cat(scores[k]).numpy().astype(np.float64)
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True)
+    out["pred"] = np.where(out["p_female"] > 0.5, "female", "male")
+    out["correct"] = out["pred"] == out["gender"]
+    return out
+
+
+# ----------------------------------------------------------------------------- statistics
+def _require(df: pd.DataFrame, cols: Sequence[str], name: str = "frame") -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} lacks column(s) {missing}; it has {list(df.columns)}")
+
+
+def _values(values, name: str = "values") -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        raise ValueError(f"{name} is empty: a bootstrap needs at least one value")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def _stat_fn(stat) -> Callable:
+    if callable(stat):
+        return stat
+    if stat in ("mean", "median"):
+        return getattr(np, stat)
+    raise ValueError(f"stat must be 'mean', 'median' or a callable f(x, axis=...), got {stat!r}")
+
+
+def _check_boot(n_boot: int, level: float) -> None:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {level}")
+
+
+def bootstrap_distribution(values, stat="mean", n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    """``n_boot`` values of ``stat`` on resamples (with replacement, same size) of ``values``."""
+    x = _values(values)
+    _check_boot(n_boot, 0.5)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, x.size, size=(n_boot, x.size))
+    return np.asarray(_stat_fn(stat)(x[idx], axis=1), dtype=np.float64)
+
+
+def _interval(dist: np.ndarray, level: float) -> tuple[float, float]:
+    a = (1.0 - float(level)) / 2.0
+    lo, hi = np.quantile(dist, [a, 1.0 - a])
+    return float(lo), float(hi)
+
+
+def bootstrap_ci(values, stat="mean", n_boot: int = 2000, level: float = 0.95, seed: int = 0
+                 ) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval (lo, hi) of ``stat`` ('mean', 'median' or
+    f(x, axis)) of ``values``. Constant data give a zero-width interval; one value gives (x, x)."""
+    _check_boot(n_boot, level)
+    return _interval(bootstrap_distribution(values, stat, n_boot, seed), level)
+
+
+def bootstrap_diff_ci(a, b, stat="mean", n_boot: int = 2000, level: float = 0.95, seed: int = 0
+                      ) -> tuple[float, float]:
+    """Percentile bootstrap CI of stat(a) - stat(b) for two independent samples (each resampled
+    on its own)."""
+    _check_boot(n_boot, level)
+    da = bootstrap_distribution(_values(a, "a"), stat, n_boot, seed)
+    db = bootstrap_distribution(_values(b, "b"), stat, n_boot, seed + 1)
+    return _interval(da - db, level)
+
+
+def mann_whitney_p(a, b) -> float:
+    """Two-sided Mann-Whitney U test p-value (scipy); NaN when a sample is empty."""
+    from scipy.stats import mannwhitneyu
+
+    a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
+    if a.size == 0 or b.size == 0:
+        return float("nan")
+    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+
+
+def wilcoxon_p(d) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences ``d`` (scipy); NaN when
+    there are fewer than 2 non-zero differences."""
+    from scipy.stats import wilcoxon
+
+    d = np.asarray(d, float).ravel()
+    if np.count_nonzero(d) < 2:
+        return float("nan")
+    return float(wilcoxon(d).pvalue)
+
+
+def group_table(df: pd.DataFrame, by: Sequence[str], value: str = "p_female", n_boot: int = 2000,
+                level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """One row per group of ``by`` (plus ``model`` when the frame has it): ``n``, ``mean``,
+    ``median``, ``ci_lo``/``ci_hi`` (bootstrap CI of the mean) of ``value``, and ``accuracy``
+    (mean of ``correct``) when the frame has that column."""
+    by = [by] if isinstance(by, str) else list(by)
+    keys = (["model"] if "model" in df.columns and "model" not in by else []) + by
+    _require(df, keys + [value])
+    if df.empty:
+        raise ValueError("empty frame: nothing to group")
+    rows = []
+    for gkey, g in df.groupby(keys, sort=True):
+        gkey = gkey if isinstance(gkey, tuple) else (gkey,)
+        x = g[value].to_numpy(float)
+        lo, hi = bootstrap_ci(x, "mean", n_boot, level, seed)
+        row = dict(zip(keys, gkey))
+        row.update(n=len(x), mean=float(x.mean()), median=float(np.median(x)), ci_lo=lo, ci_hi=hi)
+        if "correct" in g.columns:
+            row["accuracy"] = float(g["correct"].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def makeup_effect(df: pd.DataFrame, value: str = "p_female", n_boot: int = 2000, level: float = 0.95,
+                  seed: int = 0) -> pd.DataFrame:
+    """Per model and gender: mean ``value`` with heavy make-up minus without (``diff``), its
+    bootstrap CI (independent resampling of the two groups) and the two-sided Mann-Whitney U
+    p-value; NaN where a group is empty."""
+    _require(df, ["model", "gender", "makeup", value])
+    rows = []
+    for (model, gender), g in df.groupby(["model", "gender"], sort=True):
+        a = g.loc[g["makeup"].astype(bool), value].to_numpy(float)
+        b = g.loc[~g["makeup"].astype(bool), value].to_numpy(float)
+        row = dict(model=model, gender=gender, n_makeup=len(a), n_none=len(b),
+                   mean_makeup=float(a.mean()) if len(a) else float("nan"),
+                   mean_none=float(b.mean()) if len(b) else float("nan"))
+        if len(a) and len(b):
+            row["diff"] = row["mean_makeup"] - row["mean_none"]
+            row["ci_lo"], row["ci_hi"] = bootstrap_diff_ci(a, b, "mean", n_boot, level, seed)
+            row["p_mannwhitney"] = mann_whitney_p(a, b)
+        else:
+            row.update(diff=float("nan"), ci_lo=float("nan"), ci_hi=float("nan"),
+                       p_mannwhitney=float("nan"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def logit(p, eps: float = 1e-4) -> np.ndarray:
+    """log(p / (1 - p)) with p clipped to [eps, 1 - eps] (so saturated outputs stay finite)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
+    return np.log(p) - np.log1p(-p)
+
+
+def ols(y: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients of y ~ X (numpy ``lstsq``)."""
+    return np.linalg.lstsq(X, y, rcond=None)[0]
+
+
+def makeup_regression(df: pd.DataFrame, covariates: Sequence[str] = DEFAULT_COVARIATES,
+                      n_boot: int = 1000, level: float = 0.95, seed: int = 0, eps: float = 1e-4
+                      ) -> pd.DataFrame:
+    """The make-up effect adjusted for confounds: per model and gender, the linear model
+    logit P(female) ~ 1 + Heavy_Makeup + covariates (least squares; CelebA attributes as 0/1),
+    with case-resampling bootstrap CIs (resamples in which the design is rank-deficient, e.g. no
+    made-up face drawn, are left out; ``n_boot_used``). Covariates that are constant within a
+    gender or collinear with the terms before them (e.g. lipstick among CelebA's men, worn only
+    by the 3 labelled Heavy_Makeup) are dropped and listed in ``dropped``.
+    Returns one row per model x gender x term: ``coef``, ``ci_lo``, ``ci_hi``, plus ``n`` and
+    ``n_makeup``; the unadjusted make-up difference of logits is the row ``term`` = 'unadjusted'.
+    """
+    covariates = list(covariates)
+    _require(df, ["model", "gender", "Heavy_Makeup", "p_female"] + covariates)
+    _check_boot(n_boot, level)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (model, gender), g in df.groupby(["model", "gender"], sort=True):
+        y = logit(g["p_female"].to_numpy(float), eps)
+        mk = g["Heavy_Makeup"].to_numpy(bool)
+        if mk.all() or not mk.any():
+            continue
+        cols, terms, dropped = [np.ones(len(g)), mk.astype(float)], ["Heavy_Makeup"], []
+        for c in covariates:
+            x = g[c].to_numpy(float)
+            if np.linalg.matrix_rank(np.column_stack(cols + [x])) > len(cols):
+                cols.append(x)
+                terms.append(c)
+            else:
+                dropped.append(c)
+        X = np.column_stack(cols)
+        base = dict(model=model, gender=gender, n=len(g), n_makeup=int(mk.sum()),
+                    dropped="+".join(dropped))
+        coef = ols(y, X)
+        idx = rng.integers(0, len(g), size=(n_boot, len(g)))
+        boot = np.stack([ols(y[i], X[i]) if np.linalg.matrix_rank(X[i]) == X.shape[1]
+                         else np.full(X.shape[1], np.nan) for i in idx])
+        ok = np.isfinite(boot[:, 0])
+        if not ok.any():
+            raise ValueError(f"{model}/{gender}: no bootstrap resample identifies every coefficient")
+        unadj = y[mk].mean() - y[~mk].mean()
+        boot_u = np.array([y[i][mk[i]].mean() - y[i][~mk[i]].mean() if mk[i].any() and (~mk[i]).any()
+                           else np.nan for i in idx])
+        lo_u, hi_u = _interval(boot_u[np.isfinite(boot_u)], level)
+        rows.append(dict(base, term="unadjusted", coef=float(unadj), ci_lo=lo_u, ci_hi=hi_u,
+                         n_boot_used=int(np.isfinite(boot_u).sum())))
+        for j, t in enumerate(["intercept"] + terms):
+            lo, hi = _interval(boot[ok, j], level)
+            rows.append(dict(base, term=t, coef=float(coef[j]), ci_lo=lo, ci_hi=hi,
+                             n_boot_used=int(ok.sum())))
+    return pd.DataFrame(rows)
+
+
+def matched_makeup_effect(df: pd.DataFrame, strata: Sequence[str], value: str = "p_female",
+                          n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Exact matching on the attributes ``strata`` within each model x gender: the mean over
+    matched strata (weighted by their number of make-up faces, i.e. the effect on the made-up)
+    of mean ``value`` with make-up minus without; strata lacking either group are left out.
+    Bootstrap CI by resampling faces within each stratum x make-up cell."""
+    strata = list(strata)
+    if not strata:
+        raise ValueError("strata must name at least one attribute column")
+    _require(df, ["model", "gender", "makeup", value] + strata)
+    _check_boot(n_boot, level)
+    rows = []
+    for (model, gender), g in df.groupby(["model", "gender"], sort=True):
+        est, boot, w_sum, n_m, n_n, k = 0.0, np.zeros(n_boot), 0, 0, 0, 0
+        for _, s in g.groupby(strata, sort=True):
+            a = s.loc[s["makeup"].astype(bool), value].to_numpy(float)
+            b = s.loc[~s["makeup"].astype(bool), value].to_numpy(float)
+            if not len(a) or not len(b):
+                continue
+            w = len(a)
+            est += w * (a.mean() - b.mean())
+            boot += w * (bootstrap_distribution(a, "mean", n_boot, seed + 2 * k)
+                         - bootstrap_distribution(b, "mean", n_boot, seed + 2 * k + 1))
+            w_sum, n_m, n_n, k = w_sum + w, n_m + len(a), n_n + len(b), k + 1
+        row = dict(model=model, gender=gender, strata="+".join(strata), n_strata=k,
+                   n_makeup=n_m, n_none=n_n)
+        if w_sum:
+            lo, hi = _interval(boot / w_sum, level)
+            row.update(diff=est / w_sum, ci_lo=lo, ci_hi=hi)
+        else:
+            row.update(diff=float("nan"), ci_lo=float("nan"), ci_hi=float("nan"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- the edit
+def equal_area_mask(region: Tensor, area: int, allowed: Tensor | None = None) -> Tensor:
+    """BoolTensor: the ``area`` pixels of ``allowed`` deepest inside (or, when ``region`` is
+    smaller than ``area``, nearest to) ``region``, i.e. ``region`` eroded or grown along its
+    signed distance until it has exactly ``area`` pixels (the equal-area CONTROL region)."""
+    from scipy.ndimage import distance_transform_edt
+
+    if not isinstance(region, Tensor) or region.dim() != 2 or region.dtype != torch.bool:
+        raise ValueError(f"region must be a BoolTensor [H,W], got "
+                         f"{getattr(region, 'dtype', type(region))} {tuple(getattr(region, 'shape', ()))}")
+    if not region.any():
+        raise ValueError("region is empty")
+    allowed = torch.ones_like(region) if allowed is None else allowed.bool()
+    if allowed.shape != region.shape:
+        raise ValueError(f"allowed {tuple(allowed.shape)} must match region {tuple(region.shape)}")
+    area = int(area)
+    if not 1 <= area <= int(allowed.sum()):
+        raise ValueError(f"area must be in [1, {int(allowed.sum())}] (allowed pixels), got {area}")
+    r = region.numpy()
+    signed = distance_transform_edt(r) - distance_transform_edt(~r)  # > 0 inside, < 0 outside
+    signed = np.where(allowed.numpy(), signed, -np.inf).ravel()
+    # stable order (ties broken by pixel index) -> deterministic
+    keep = np.argsort(-signed, kind="stable")[:area]
+    out = np.zeros(r.size, dtype=bool)
+    out[keep] = True
+    return torch.from_numpy(out.reshape(r.shape))
+
+
+def gaussian_feather(mask: Tensor, sigma: float) -> Tensor:
+    """A [H,W] mask blurred by a Gaussian of ``sigma`` pixels (zero padding), float32 in [0,1]."""
+    m = mask.float()
+    if sigma <= 0:
+        return m
+    r = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    out = F.conv2d(m[None, None], k.view(1, 1, 1, -1), padding=(0, r))
+    out = F.conv2d(out, k.view(1, 1, -1, 1), padding=(r, 0))
+    return out[0, 0].clamp(0, 1)
+
+
+@dataclass
+class EditRegions:
+    """The eye and control regions on the canonical canvas: ``hard`` BoolTensors [S,S] and their
+    feathered ``soft`` float versions; ``areas`` in canvas pixels."""
+
+    face: object
+    hard: dict
+    soft: dict
+    description: dict = field(default_factory=dict)
+
+    @property
+    def areas(self) -> dict:
+        return {k: int(v.sum()) for k, v in self.hard.items()}
+
+
+def edit_regions(face=None, eye_dilate: int = 6, eye_ring: bool = True, control: str = "cheeks",
+                 feather: float = 2.0, control_gap: int = 4) -> EditRegions:
+    """The canonical eye region (``canonical_face().region_mask('eyes')`` grown by ``eye_dilate``
+    canvas pixels; with ``eye_ring`` the eye openings themselves are left out, so the edit
+    covers lids, lash lines and eye corners, not the eyeballs) and the CONTROL: region
+    ``control`` (e.g. 'cheeks', 'nose', 'mouth') grown/eroded to exactly the eye region's area
+    and kept ``control_gap`` pixels away from it (:func:`equal_area_mask`). Soft masks: the hard
+    ones feathered by a Gaussian of ``feather`` canvas pixels."""
+    from ..canonical import canonical_face
+
+    face = canonical_face() if face is None else face
+    if eye_dilate < 0 or (eye_ring and eye_dilate == 0):
+        raise ValueError(f"eye_dilate must be >= 0 (>= 1 with eye_ring), got {eye_dilate}")
+    eyes = face.region_mask("eyes", dilate=int(eye_dilate))
+    if eye_ring:
+        eyes = eyes & ~face.region_mask("eyes")
+    if control in ("eyes", "left_eye", "right_eye"):
+        raise ValueError(f"control region must not be the eyes, got {control!r}")
+    allowed = face.face_mask & ~face.region_mask("eyes", dilate=int(eye_dilate) + int(control_gap))
+    ctrl = equal_area_mask(face.region_mask(control), int(eyes.sum()), allowed)
+    hard = {"eyes": eyes, "control": ctrl}
+    soft = {k: gaussian_feather(v, feather) * face.face_mask.float() for k, v in hard.items()}
+    desc = {"eyes": f"eye {'ring' if eye_ring else 'region'} (eyes + {eye_dilate} px)",
+            "control": f"{control} (equal area)"}
+    return EditRegions(face, hard, soft, desc)
+
+
+def image_masks(regions: EditRegions, mesh: Tensor, hw: tuple[int, int], supersample: int = 1
+                ) -> dict[str, Tensor]:
+    """The soft canonical masks reprojected onto an image of size ``hw`` through its ``mesh``
+    (:func:`xfr.canonical.canonical_to_image`), each [H,W] in [0,1]. With ``supersample`` s > 1
+    the reprojection is made at s x the resolution and area-averaged back (anti-aliasing for
+    small images, e.g. CelebA's 89x109)."""
+    from ..canonical import canonical_to_image
+
+    s = int(supersample)
+    if s < 1:
+        raise ValueError(f"supersample must be >= 1, got {supersample}")
+    h, w = int(hw[0]), int(hw[1])
+    mesh = torch.as_tensor(mesh, dtype=torch.float32)[..., :2]
+    names = list(regions.soft)
+    cmaps = torch.stack([regions.soft[n] for n in names])  # one rasterization for all regions
+    m = canonical_to_image(cmaps, mesh * s, (h * s, w * s), face=regions.face)
+    if s > 1:
+        m = F.avg_pool2d(m[None], s)[0]
+    return {n: m[i].clamp(0, 1).float() for i, n in enumerate(names)}
+
+
+def luminance_edit(image: Tensor, alpha: Tensor, factor: float) -> Tensor:
+    """The make-up edit: x' = (1 - a) x + a clip(factor x, 0, 1) with the soft mask a = ``alpha``
+    [H,W] in [0,1] — luminance (all channels) multiplied by ``factor`` where a = 1, blended at the
+    feathered edge, untouched where a = 0. Built with :func:`xfr.engine.apply_masks` (keep mask
+    1 - a, fill clip(factor x)). ``factor`` 1 is the identity; the result stays in [0,1]."""
+    image = check_image(image)
+    if not isinstance(alpha, Tensor) or alpha.dim() != 2 or tuple(alpha.shape) != tuple(image.shape[1:]):
+        raise ValueError(f"alpha must be a Tensor [H,W] = {tuple(image.shape[1:])}, got "
+                         f"{tuple(alpha.shape) if isinstance(alpha, Tensor) else type(alpha).__name__}")
+    if float(alpha.min()) < 0 or float(alpha.max()) > 1:
+        raise ValueError("alpha must lie in [0, 1]")
+    if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 0):
+        raise ValueError(f"factor must be a finite number >= 0, got {factor!r}")
+    fill = (image * float(factor)).clamp(0, 1)
+    return apply_masks(image, (1.0 - alpha.to(image))[None], fill)[0]
+
+
+def upsample(image: Tensor, scale: int) -> Tensor:
+    if scale == 1:
+        return image
+    return F.interpolate(image[None], scale_factor=scale, mode="bilinear", align_corners=False)[0].clamp(0, 1)
+
+
+def face_meshes(paths: Sequence, scale: int = 1, progress: bool = False) -> tuple[list, float]:
+    """FaceMesh meshes [468,2] (:func:`xfr.canonical.face_mesh`, MTCNN's largest face) of each
+    image, in the image's own pixels; images are upsampled ``scale`` x (bilinear) first so MTCNN
+    finds small faces (CelebA 89x109: 3) and the mesh divided back. None where no face is found.
+    Returns (meshes, seconds)."""
+    from tqdm.auto import tqdm
+
+    from ..canonical import face_mesh
+    from ..models.align import NoFaceError
+
+    if int(scale) < 1:
+        raise ValueError(f"scale must be an int >= 1, got {scale}")
+    t0 = time.perf_counter()
+    out = []
+    for p in tqdm(list(paths), desc="face mesh", disable=not progress, leave=False):
+        img = load_image(p)
+        try:
+            out.append(face_mesh(upsample(img, int(scale))) / int(scale))
+        except NoFaceError:
+            out.append(None)
+    return out, time.perf_counter() - t0
+
+
+EDITS_DEFAULT = {"dark": 0.6, "light": 1.3}
+
+
+def _check_edits(edits: Mapping[str, float]) -> dict:
+    if not isinstance(edits, Mapping) or not edits:
+        raise ValueError(f"edits must be a non-empty mapping name -> factor, e.g. {EDITS_DEFAULT}")
+    out = {}
+    for k, v in edits.items():
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"edit {k!r}: factor must be a finite number >= 0, got {v!r}")
+        out[str(k)] = float(v)
+    return out
+
+
+def edited_variants(image: Tensor, masks: Mapping[str, Tensor], edits: Mapping[str, float]
+                    ) -> tuple[list[tuple[str, str]], Tensor]:
+    """Every (region, edit) variant of ``image``: ([(region, edit)...], Tensor[V,C,H,W])."""
+    keys, imgs = [], []
+    for region in masks:
+        for name, k in _check_edits(edits).items():
+            keys.append((region, name))
+            imgs.append(luminance_edit(image, masks[region], k))
+    return keys, torch.stack(imgs)
+
+
+def edit_scores(models: Mapping[str, GenderModel], table: pd.DataFrame, meshes: Sequence,
+                regions: EditRegions, edits: Mapping[str, float] = EDITS_DEFAULT,
+                context: float = 0.0, supersample: int = 1, batch_size: int = 64,
+                chunk: int = 32, base: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The controlled edit on every face of ``table`` with a mesh: P(female) of the original and
+    of each (region, edit) variant under each model. Returns one row per face x model x region x
+    edit with the table's columns plus ``p_original``, ``p_edited``, ``delta`` (edited -
+    original), ``delta_logit`` (the same on the logit scale, :func:`logit`, which does not shrink
+    near P = 0 or 1), ``flipped`` (decision at 0.5 changed), ``mask_area`` (sum of the soft mask
+    in image pixels); faces without a mesh are left out. ``base``: a :func:`score_table` frame
+    (same models and ``context``) to take the originals' P(female) from instead of rescoring."""
+    _require(table, ["path", "face", "gender"], "table")
+    if len(meshes) != len(table):
+        raise ValueError(f"{len(meshes)} meshes for {len(table)} faces")
+    edits = _check_edits(edits)
+    fns = {k: m.score_fn(context) for k, m in models.items()}
+    known = None
+    if base is not None:
+        _require(base, ["face", "model", "p_female"], "base")
+        known = {(f, m): p for f, m, p in zip(base["face"], base["model"], base["p_female"])}
+        missing = [(f, m) for f in table["face"] for m in fns if (f, m) not in known]
+        if missing:
+            raise ValueError(f"base lacks P(female) of {len(missing)} face x model pairs, e.g. "
+                             f"{missing[0]}; score them with score_table or pass base=None")
+    rows = []
+    todo = [i for i, m in enumerate(meshes) if m is not None]
+    for start in range(0, len(todo), chunk):
+        idx = todo[start:start + chunk]
+        batch, meta = [], []
+        for i in idx:
+            img = load_image(table["path"].iloc[i])
+            masks = image_masks(regions, meshes[i], tuple(img.shape[1:]), supersample)
+            keys, var = edited_variants(img, masks, edits)
+            batch.append(var if known is not None else torch.cat([img[None], var]))
+            meta.append((i, keys, {r: float(m.sum()) for r, m in masks.items()}))
+        x = torch.cat(batch)
+        off = 0 if known is not None else 1
+        for mk, f in fns.items():
+            p = score_images(f, x, batch_size).numpy().astype(np.float64)
+            pos = 0
+            for i, keys, areas in meta:
+                p0 = known[(table["face"].iloc[i], mk)] if known is not None else p[pos]
+                for j, (region, edit) in enumerate(keys):
+                    rows.append(dict(row=i, model=mk, region=region, edit=edit, factor=edits[edit],
+                                     p_original=float(p0), p_edited=p[pos + off + j],
+                                     mask_area=areas[region]))
+                pos += off + len(keys)
+    res = pd.DataFrame(rows)
+    if res.empty:
+        raise ValueError("no face had a mesh: nothing was edited")
+    res["delta"] = res["p_edited"] - res["p_original"]
+    res["delta_logit"] = logit(res["p_edited"].to_numpy()) - logit(res["p_original"].to_numpy())
+    res["flipped"] = (res["p_edited"] > 0.5) != (res["p_original"] > 0.5)
+    res["to_female"] = (res["p_edited"] > 0.5) & (res["p_original"] <= 0.5)
+    res["to_male"] = (res["p_edited"] <= 0.5) & (res["p_original"] > 0.5)
+    meta_cols = [c for c in table.columns if c != "path"]
+    out = table[meta_cols].reset_index(drop=True).iloc[res["row"]].reset_index(drop=True)
+    return pd.concat([out, res.drop(columns="row")], axis=1)
+
+
+def edit_table(edits: pd.DataFrame, by: Sequence[str] = ("gender",), n_boot: int = 2000,
+               level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Per model x region x edit x ``by``: ``n`` faces, mean and median ΔP(female) with a
+    bootstrap CI of the mean (faces resampled), the mean Δlogit P(female) with its CI
+    (``mean_delta_logit``, ``logit_ci_lo``/``_hi``), the fraction of decisions flipped, and of
+    faces called male before and female after (``to_female``) / the reverse (``to_male``)."""
+    by = [by] if isinstance(by, str) else list(by)
+    keys = ["model", "region", "edit"] + by
+    _require(edits, keys + ["delta", "flipped", "to_female", "to_male"], "edits")
+    rows = []
+    for gkey, g in edits.groupby(keys, sort=True):
+        d = g["delta"].to_numpy(float)
+        lo, hi = bootstrap_ci(d, "mean", n_boot, level, seed)
+        dl = g["delta_logit"].to_numpy(float) if "delta_logit" in g.columns else np.full(len(d), np.nan)
+        llo, lhi = bootstrap_ci(dl, "mean", n_boot, level, seed) if np.isfinite(dl).all() else (np.nan, np.nan)
+        rows.append(dict(zip(keys, gkey), n=len(d), mean_delta=float(d.mean()),
+                         median_delta=float(np.median(d)), ci_lo=lo, ci_hi=hi,
+                         mean_delta_logit=float(dl.mean()), logit_ci_lo=llo, logit_ci_hi=lhi,
+                         flip_rate=float(g["flipped"].mean()), to_female=float(g["to_female"].mean()),
+                         to_male=float(g["to_male"].mean()),
+                         mean_p_original=float(g["p_original"].mean())))
+    return pd.DataFrame(rows)
+
+
+def eye_vs_control(edits: pd.DataFrame, by: Sequence[str] = ("gender",), n_boot: int = 2000,
+                   level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Paired per face: ΔP(female) of the eye edit minus that of the same edit on the control
+    region; mean with bootstrap CI and the Wilcoxon signed-rank p-value, per model x edit x ``by``.
+    A CI away from 0 means the eyes matter beyond "any darkening of the face"."""
+    by = [by] if isinstance(by, str) else list(by)
+    _require(edits, ["face", "model", "region", "edit", "delta"] + by, "edits")
+    wide = edits.pivot_table(index=["face", "model", "edit"] + by, columns="region", values="delta",
+                             aggfunc="first").reset_index()
+    if not {"eyes", "control"} <= set(wide.columns):
+        raise ValueError("edits must contain both regions 'eyes' and 'control'")
+    wide = wide.dropna(subset=["eyes", "control"])
+    wide["diff"] = wide["eyes"] - wide["control"]
+    rows = []
+    for gkey, g in wide.groupby(["model", "edit"] + by, sort=True):
+        d = g["diff"].to_numpy(float)
+        lo, hi = bootstrap_ci(d, "mean", n_boot, level, seed)
+        rows.append(dict(zip(["model", "edit"] + by, gkey), n=len(d), mean_eyes=float(g["eyes"].mean()),
+                         mean_control=float(g["control"].mean()), diff=float(d.mean()), ci_lo=lo,
+                         ci_hi=hi, p_wilcoxon=wilcoxon_p(d)))
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- metrics
+def _slug(v) -> str:
+    return str(v).lower().replace(" ", "_").replace("-", "_")
+
+
+def _finite(v) -> bool:
+    return v is not None and np.isfinite(float(v))
+
+
+def headline_metrics(groups: pd.DataFrame | None = None, effects: pd.DataFrame | None = None,
+                     regression: pd.DataFrame | None = None, matched: pd.DataFrame | None = None,
+                     edits: pd.DataFrame | None = None, eye_control: pd.DataFrame | None = None,
+                     utk_groups: pd.DataFrame | None = None, race_edits: pd.DataFrame | None = None,
+                     race_eye_control: pd.DataFrame | None = None, race_edit: str = "dark",
+                     prefix: str = "bias") -> dict:
+    """A flat dict of the headline numbers for metrics.json (keys ``{prefix}_...``; the full
+    tables go to CSV):
+
+    - ``celeba_{model}_{gender}_{makeup|nomakeup}_{mean_pfemale,ci_lo,ci_hi,n,acc}``;
+    - ``celeba_{model}_{gender}_makeup_diff[_ci_lo,_ci_hi,_p]`` (:func:`makeup_effect`),
+      ``..._makeup_logit_adjusted[_ci_lo,_ci_hi]`` (:func:`makeup_regression`),
+      ``..._makeup_matched_diff[_ci_lo,_ci_hi]`` (:func:`matched_makeup_effect`, where defined);
+    - ``edit_{dataset}_{model}_{gender}_{region}_{edit}_{mean_delta,mean_delta_logit,flip}``
+      (:func:`edit_table`),
+      ``edit_{dataset}_{model}_{gender}_{edit}_eyes_minus_control[_ci_lo,_ci_hi,_p]``;
+    - ``utk_{model}_{race}_{gender}_acc``; for the ``race_edit`` edit:
+      ``utk_{model}_{race}_{gender}_{region}_{edit}_{mean_delta,mean_delta_logit}``,
+      ``..._eyes_{edit}_flip`` and
+      ``..._eyes_minus_control``.
+    """
+    m: dict = {}
+    if groups is not None:
+        for r in groups.itertuples():
+            k = f"{prefix}_celeba_{r.model}_{r.gender}_{'makeup' if r.makeup else 'nomakeup'}"
+            m.update({f"{k}_mean_pfemale": r.mean, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi,
+                      f"{k}_n": r.n})
+            if hasattr(r, "accuracy"):
+                m[f"{k}_acc"] = r.accuracy
+    if effects is not None:
+        for r in effects.itertuples():
+            k = f"{prefix}_celeba_{r.model}_{r.gender}_makeup_diff"
+            m.update({k: r.diff, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi, f"{k}_p": r.p_mannwhitney})
+    if regression is not None and not regression.empty:
+        for r in regression[regression.term == "Heavy_Makeup"].itertuples():
+            k = f"{prefix}_celeba_{r.model}_{r.gender}_makeup_logit_adjusted"
+            m.update({k: r.coef, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi})
+    if matched is not None:
+        for r in matched.itertuples():
+            if _finite(r.diff):
+                k = f"{prefix}_celeba_{r.model}_{r.gender}_makeup_matched_diff"
+                m.update({k: r.diff, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi})
+    if edits is not None:
+        for r in edits.itertuples():
+            ds = f"{_slug(r.dataset)}_" if hasattr(r, "dataset") else ""
+            k = f"{prefix}_edit_{ds}{r.model}_{r.gender}_{r.region}_{r.edit}"
+            m.update({f"{k}_mean_delta": r.mean_delta, f"{k}_mean_delta_logit": r.mean_delta_logit,
+                      f"{k}_flip": r.flip_rate})
+    if eye_control is not None:
+        for r in eye_control.itertuples():
+            ds = f"{_slug(r.dataset)}_" if hasattr(r, "dataset") else ""
+            k = f"{prefix}_edit_{ds}{r.model}_{r.gender}_{r.edit}_eyes_minus_control"
+            m.update({k: r.diff, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi, f"{k}_p": r.p_wilcoxon})
+    if utk_groups is not None:
+        for r in utk_groups.itertuples():
+            m[f"{prefix}_utk_{r.model}_{_slug(r.race)}_{r.gender}_acc"] = r.accuracy
+    if race_edits is not None:
+        for r in race_edits[race_edits.edit == race_edit].itertuples():
+            k = f"{prefix}_utk_{r.model}_{_slug(r.race)}_{r.gender}_{r.region}_{r.edit}"
+            m[f"{k}_mean_delta"] = r.mean_delta
+            m[f"{k}_mean_delta_logit"] = r.mean_delta_logit
+            if r.region == "eyes":
+                m[f"{k}_flip"] = r.flip_rate
+    if race_eye_control is not None:
+        for r in race_eye_control[race_eye_control.edit == race_edit].itertuples():
+            m[f"{prefix}_utk_{r.model}_{_slug(r.race)}_{r.gender}_{r.edit}_eyes_minus_control"] = r.diff
+    return m
+
+
+# ----------------------------------------------------------------------------- figures
+GROUP_ORDER = (("female", True), ("female", False), ("male", True), ("male", False))
+
+
+def fig_distributions(scores: pd.DataFrame, title: str = ""):
+    """Violin + box plots of P(female) per gender x heavy make-up group, one panel per model."""
+    import matplotlib.pyplot as plt
+
+    _require(scores, ["model", "gender", "makeup", "p_female"], "scores")
+    models = list(dict.fromkeys(scores["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.2), squeeze=False)
+    colours = {True: "#c2185b", False: "#607d8b"}
+    for ax, mk in zip(axes[0], models):
+        s = scores[scores["model"] == mk]
+        data, labels, cols, pos = [], [], [], []
+        for j, (g, mu) in enumerate(GROUP_ORDER):
+            x = s.loc[(s["gender"] == g) & (s["makeup"].astype(bool) == mu), "p_female"].to_numpy(float)
+            if len(x):
+                data.append(x)
+                pos.append(j)
+                cols.append(colours[mu])
+                labels.append(f"{g}\n{'make-up' if mu else 'no make-up'}\nn={len(x)}")
+        if any(len(x) > 1 for x in data):
+            vp = ax.violinplot([x if len(x) > 1 else np.repeat(x, 2) for x in data], positions=pos,
+                               widths=0.8, showextrema=False, bw_method=0.2)
+            for body, c in zip(vp["bodies"], cols):
+                body.set_facecolor(c)
+                body.set_alpha(0.35)
+        ax.boxplot(data, positions=pos, widths=0.22, showfliers=False, medianprops=dict(color="k"))
+        for x, p_, c in zip(data, pos, cols):
+            jitter = np.random.default_rng(0).uniform(-0.08, 0.08, len(x))
+            ax.scatter(p_ + jitter, x, s=4 if len(x) > 20 else 16, color=c, alpha=0.5, zorder=3)
+            ax.plot([p_ - 0.3, p_ + 0.3], [x.mean()] * 2, color=c, lw=2)
+        ax.set_xticks(pos)
+        ax.set_xticklabels(labels, fontsize=8)
+        ax.axhline(0.5, color="0.5", ls=":", lw=1)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_ylabel("P(female)")
+        ax.set_title(mk)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _bar_panel(ax, tab: pd.DataFrame, groups: Sequence, group_col: str, series: Sequence[tuple],
+               ylabel: str):
+    width = 0.8 / len(series)
+    for j, (region, edit, colour, hatch) in enumerate(series):
+        xs, ys, lo, hi = [], [], [], []
+        for i, g in enumerate(groups):
+            r = tab[(tab[group_col] == g) & (tab["region"] == region) & (tab["edit"] == edit)]
+            if len(r):
+                r = r.iloc[0]
+                xs.append(i - 0.4 + width * (j + 0.5))
+                ys.append(r.mean_delta)
+                lo.append(r.mean_delta - r.ci_lo)
+                hi.append(r.ci_hi - r.mean_delta)
+        ax.bar(xs, ys, width, yerr=[lo, hi], color=colour, hatch=hatch, edgecolor="k", lw=0.5,
+               capsize=2, label=f"{region} {edit}")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, fontsize=8)
+    ax.set_ylabel(ylabel)
+
+
+SERIES = (("eyes", "dark", "#4a148c", None), ("control", "dark", "#b39ddb", "//"),
+          ("eyes", "light", "#f9a825", None), ("control", "light", "#fff59d", "//"))
+
+
+def fig_edit_effects(tab: pd.DataFrame, title: str = ""):
+    """Mean ΔP(female) (95% bootstrap CI) of each (region, edit) per gender; one panel per
+    model (columns) and data set (rows, when ``tab`` has a ``dataset`` column)."""
+    import matplotlib.pyplot as plt
+
+    _require(tab, ["model", "region", "edit", "gender", "mean_delta", "ci_lo", "ci_hi"], "tab")
+    datasets = list(dict.fromkeys(tab["dataset"])) if "dataset" in tab.columns else [None]
+    models = list(dict.fromkeys(tab["model"]))
+    fig, axes = plt.subplots(len(datasets), len(models), figsize=(4.6 * len(models), 3.4 * len(datasets)),
+                             squeeze=False)
+    series = [s for s in SERIES if ((tab["region"] == s[0]) & (tab["edit"] == s[1])).any()]
+    for r, ds in enumerate(datasets):
+        for c, mk in enumerate(models):
+            t = tab[(tab["model"] == mk) & ((tab["dataset"] == ds) if ds is not None else True)]
+            genders = [g for g in GENDERS if (t["gender"] == g).any()]
+            _bar_panel(axes[r, c], t, genders, "gender", series, "ΔP(female)")
+            axes[r, c].set_title(f"{mk}" + (f" — {ds}" if ds else ""), fontsize=9)
+    axes[0, -1].legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def fig_race_effects(tab: pd.DataFrame, title: str = "", edit: str = "dark"):
+    """UTKFace: mean ΔP(female) (95% CI) of the eye edit and its control per race, men and
+    women in separate rows, one column per model."""
+    import matplotlib.pyplot as plt
+
+    _require(tab, ["model", "region", "edit", "gender", "race", "mean_delta", "ci_lo", "ci_hi"], "tab")
+    models = list(dict.fromkeys(tab["model"]))
+    races = [r for r in xdata.UTK_RACES if (tab["race"] == r).any()]
+    fig, axes = plt.subplots(2, len(models), figsize=(5.2 * len(models), 6.2), squeeze=False, sharey=True)
+    series = [s for s in SERIES if s[1] == edit]
+    for c, mk in enumerate(models):
+        for r, g in enumerate(("male", "female")):
+            t = tab[(tab["model"] == mk) & (tab["gender"] == g)]
+            _bar_panel(axes[r, c], t, races, "race", series, "ΔP(female)")
+            axes[r, c].set_title(f"{mk} — {g} faces, edit '{edit}'", fontsize=9)
+    axes[0, -1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+@dataclass
+class Example:
+    """One face of the before/after figure: the image, its masks, the variants and P(female)."""
+
+    face: str
+    label: str
+    image: Tensor
+    masks: dict
+    variants: dict  # (region, edit) -> image
+    p: dict  # model -> {"original": p, (region, edit): p}
+
+
+def edit_examples(models: Mapping[str, GenderModel], table: pd.DataFrame, meshes: Sequence,
+                  rows: Sequence[int], regions: EditRegions, edits: Mapping[str, float] = EDITS_DEFAULT,
+                  context: float = 0.0, supersample: int = 1) -> list[Example]:
+    """The edit on the faces ``rows`` (positions in ``table``) with every model's P(female),
+    for :func:`fig_edit_examples` (Fig. 17 style)."""
+    out = []
+    for i in rows:
+        if meshes[i] is None:
+            continue
+        row = table.iloc[i]
+        img = load_image(row["path"])
+        masks = image_masks(regions, meshes[i], tuple(img.shape[1:]), supersample)
+        keys, var = edited_variants(img, masks, edits)
+        x = torch.cat([img[None], var])
+        p = {}
+        for mk, m in models.items():
+            s = score_images(m.score_fn(context), x).tolist()
+            p[mk] = {"original": s[0], **{k: v for k, v in zip(keys, s[1:])}}
+        label = " ".join(str(row[c]) for c in ("gender", "race") if c in row.index)
+        if "makeup" in row.index:
+            label += ", heavy make-up" if row["makeup"] else ", no make-up"
+        out.append(Example(str(row["face"]), label, img, masks, dict(zip(keys, var)), p))
+    return out
+
+
+def fig_edit_examples(examples: Sequence[Example], title: str = "", columns: Sequence[tuple] | None = None):
+    """Fig. 17 style: per face (rows) the original with the eye (red) and control (blue) masks,
+    then the edited images, each titled with P(female) of every model."""
+    import matplotlib.pyplot as plt
+
+    if not examples:
+        raise ValueError("no examples to draw")
+    columns = list(columns) if columns is not None else list(examples[0].variants)
+    ncol = 2 + len(columns)
+    fig, axes = plt.subplots(len(examples), ncol, figsize=(1.9 * ncol, 2.3 * len(examples)), squeeze=False)
+    for r, ex in enumerate(examples):
+        rgb = ex.image.permute(1, 2, 0).numpy()
+        panels = [("original", rgb, "original")]
+        ov = rgb.copy()
+        for name, colour in (("eyes", (1.0, 0.0, 0.0)), ("control", (0.0, 0.3, 1.0))):
+            a = ex.masks[name].numpy()[..., None] * 0.6
+            ov = ov * (1 - a) + a * np.array(colour)
+        panels.append(("masks", ov, None))
+        for key in columns:
+            panels.append((f"{key[0]} {key[1]}", ex.variants[key].permute(1, 2, 0).numpy(), key))
+        for c, (name, im, key) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(np.clip(im, 0, 1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if key is None:
+                ax.set_title("eyes (red) / control (blue)", fontsize=6.5)
+            else:
+                ax.set_title((name + "\n" if r == 0 else "") + "\n".join(
+                    f"{mk} {pp[key]:.2f}" for mk, pp in ex.p.items()), fontsize=6.5)
+        axes[r, 0].set_ylabel(f"{ex.face}\n{ex.label}", fontsize=6.5)
+    fig.suptitle(title or "P(female) before and after the edit", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def pick_examples(table: pd.DataFrame, meshes: Sequence, n_per_group: int = 1,
+                  by: Sequence[str] = ("gender",), seed: int = 0, exclude: Sequence[str] = ()
+                  ) -> list[int]:
+    """Positions of ``n_per_group`` faces with a mesh per group of ``by`` (seeded), leaving out
+    faces where any boolean column of ``exclude`` (e.g. CelebA's 'Eyeglasses') is true."""
+    by, exclude = list(by), list(exclude)
+    _require(table, by + exclude, "table")
+    keep = np.array([m is not None for m in meshes])
+    for c in exclude:
+        keep &= ~table[c].to_numpy(bool)
+    ok = table.assign(_pos=range(len(table)))[keep]
+    picks = []
+    for _, g in ok.groupby(by, sort=True):
+        picks += g.sample(min(n_per_group, len(g)), random_state=seed)["_pos"].tolist()
+    return picks

@@ -1,0 +1,534 @@
+"""Masked-face detection of MinPlus (Mery 2022, §3.4, Figs. 6-7, Table 1): a YOLO detector of
+three classes of faces (with mask, without mask, mask worn incorrectly) trained on the Kaggle
+face-mask data set, whose "with mask" detections are explained and scored by the AP of the
+thresholded saliency map against the detected box.
+
+Two pipeline stages run this module (``python -m xfr.experiments.masks prepare|train``):
+
+- ``prepare`` (stage ``mask_data``): PASCAL VOC XML of ``data/face_mask_detection`` -> the
+  ultralytics YOLO format under ``<out-root>/mask_data/yolo`` with a fixed seeded train / val /
+  test split in the paper's proportions (87.5 / 8.5 / 4 %, footnote 7), ``dataset.yaml`` without
+  an absolute path (ultralytics resolves the splits against the yaml's own folder), and
+  ``<out-root>/mask_data/metrics.json`` (images and boxes per split and class);
+- ``train`` (stage ``mask_train``): :func:`xfr.yolo.run_train` — the detector trained from
+  scratch, weights saved without pickle to ``<out-root>/mask_train/weights``, evaluated on the
+  val and test splits -> ``metrics.json``, ``training.csv`` (per epoch), ``figures/``. All its
+  code is in :mod:`xfr.yolo` (the stage's code dependency), so that editing the notebook helpers
+  below does not retrain the detector.
+
+The rest are the helpers of ``notebooks/masks.ipynb`` (stage ``masks``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ..data import DATA_DIR
+
+MASK_DIR = DATA_DIR / "face_mask_detection"
+CLASSES = ("with_mask", "without_mask", "mask_weared_incorrect")
+CLASS_LABELS = {"with_mask": "with mask", "without_mask": "without mask",
+                "mask_weared_incorrect": "mask worn incorrectly"}
+SPLITS = ("train", "val", "test")
+DATASET_YAML = "dataset.yaml"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+# ----------------------------------------------------------------------------- VOC -> YOLO
+@dataclass
+class VocAnnotation:
+    """One PASCAL VOC annotation file: image file name, size and (class, x1, y1, x2, y2) boxes."""
+
+    filename: str
+    width: int
+    height: int
+    objects: list[tuple[str, float, float, float, float]]
+
+
+def parse_voc(xml_path: str | Path) -> VocAnnotation:
+    """Read a PASCAL VOC XML file (``filename``, ``size/width|height``, ``object/name`` and
+    ``object/bndbox/xmin|ymin|xmax|ymax``). Raises ValueError naming the file when a field is
+    missing or the image size is not positive."""
+    xml_path = Path(xml_path)
+    root = ET.parse(xml_path).getroot()
+
+    def text(node, tag):
+        el = node.find(tag)
+        if el is None or el.text is None or not el.text.strip():
+            raise ValueError(f"{xml_path}: missing <{tag}>")
+        return el.text.strip()
+
+    size = root.find("size")
+    if size is None:
+        raise ValueError(f"{xml_path}: missing <size>")
+    width, height = int(float(text(size, "width"))), int(float(text(size, "height")))
+    if width <= 0 or height <= 0:
+        raise ValueError(f"{xml_path}: image size must be positive, got {width}x{height}")
+    objects = []
+    for obj in root.findall("object"):
+        bb = obj.find("bndbox")
+        if bb is None:
+            raise ValueError(f"{xml_path}: an <object> without <bndbox>")
+        objects.append((text(obj, "name"), *(float(text(bb, t)) for t in ("xmin", "ymin", "xmax", "ymax"))))
+    return VocAnnotation(text(root, "filename"), width, height, objects)
+
+
+def voc_to_yolo(ann: VocAnnotation, classes: Sequence[str] = CLASSES) -> list[tuple[int, float, float, float, float]]:
+    """YOLO label rows (class id, x_center, y_center, width, height; normalized to [0, 1] by the
+    image size) of a VOC annotation. VOC pixel boxes are clipped to the image first (the data set
+    has a few boxes reaching past the border); boxes left empty by clipping are dropped. Raises
+    ValueError for a class not in ``classes``."""
+    rows = []
+    for name, x1, y1, x2, y2 in ann.objects:
+        if name not in classes:
+            raise ValueError(f"{ann.filename}: unknown class {name!r}; known: {list(classes)}")
+        x1, x2 = np.clip([x1, x2], 0, ann.width)
+        y1, y2 = np.clip([y1, y2], 0, ann.height)
+        if x2 <= x1 or y2 <= y1:
+            continue
+        rows.append((classes.index(name), float((x1 + x2) / 2 / ann.width), float((y1 + y2) / 2 / ann.height),
+                     float((x2 - x1) / ann.width), float((y2 - y1) / ann.height)))
+    return rows
+
+
+def format_labels(rows: Sequence[tuple[int, float, float, float, float]]) -> str:
+    return "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in rows)
+
+
+def split_names(names: Sequence[str], fractions: Sequence[float] = (0.875, 0.085, 0.04),
+                seed: int = 0) -> dict[str, list[str]]:
+    """A fixed seeded split of ``names`` into train / val / test: the names are sorted, shuffled
+    with ``numpy.random.default_rng(seed)``, and cut into round(fraction x n) val and test names
+    (train takes the rest). Each split is returned sorted. The paper's proportions (footnote 7)
+    are the default."""
+    fr = [float(v) for v in fractions]
+    if len(fr) != 3 or any(v < 0 for v in fr) or abs(sum(fr) - 1.0) > 1e-6:
+        raise ValueError(f"fractions must be three non-negative numbers (train, val, test) summing "
+                         f"to 1, got {list(fractions)}")
+    if len(set(names)) != len(names):
+        raise ValueError("names must be unique")
+    names = sorted(names)
+    n = len(names)
+    order = np.random.default_rng(int(seed)).permutation(n)
+    n_val, n_test = int(round(fr[1] * n)), int(round(fr[2] * n))
+    test = [names[i] for i in order[:n_test]]
+    val = [names[i] for i in order[n_test:n_test + n_val]]
+    train = [names[i] for i in order[n_test + n_val:]]
+    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def dataset_yaml_text(classes: Sequence[str] = CLASSES) -> str:
+    """The ultralytics data yaml: no ``path:`` key, so that ultralytics takes the yaml's own
+    folder as the data set root and the folder can move (a clone elsewhere)."""
+    names = "".join(f"  {i}: {c}\n" for i, c in enumerate(classes))
+    return ("# ultralytics data set: paths are relative to this file's folder (no `path:` key)\n"
+            "train: images/train\nval: images/val\ntest: images/test\n"
+            f"nc: {len(classes)}\nnames:\n{names}")
+
+
+def prepare_dataset(out_dir: str | Path, source: str | Path = MASK_DIR,
+                    fractions: Sequence[float] = (0.875, 0.085, 0.04), seed: int = 0,
+                    limit: int | None = None, classes: Sequence[str] = CLASSES) -> dict:
+    """Write the YOLO data set under ``out_dir`` (``images/{split}``, ``labels/{split}``,
+    ``dataset.yaml``; images copied) from the VOC data set ``source`` (``annotations/*.xml`` and
+    ``images/``). ``limit``: keep only the first ``limit`` annotation files (sorted by name) —
+    for smoke runs. Returns the counts (images and boxes per split and class)."""
+    source, out_dir = Path(source), Path(out_dir)
+    ann_dir, img_dir = source / "annotations", source / "images"
+    if not ann_dir.is_dir() or not img_dir.is_dir():
+        raise FileNotFoundError(f"face-mask data set not found: expected {ann_dir} and {img_dir} "
+                                f"(run `python -m xfr.data` to assemble data/)")
+    xmls = sorted(ann_dir.glob("*.xml"), key=lambda p: p.name)
+    if limit is not None:
+        if int(limit) < 3:
+            raise ValueError(f"limit must be >= 3 (one image per split at least), got {limit}")
+        xmls = xmls[:int(limit)]
+    if not xmls:
+        raise FileNotFoundError(f"no *.xml annotations in {ann_dir}")
+    anns = {}
+    for x in xmls:
+        ann = parse_voc(x)
+        if not (img_dir / ann.filename).is_file():
+            raise FileNotFoundError(f"{x}: image {ann.filename} not found in {img_dir}")
+        anns[Path(ann.filename).stem] = ann
+    split = split_names(list(anns), fractions, seed)
+    if limit is not None:  # tiny smoke sets: every split gets at least one image
+        for s in ("val", "test"):
+            if not split[s]:
+                split[s].append(split["train"].pop())
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    counts: dict = {"images": len(anns), "seed": int(seed), "fractions": [float(v) for v in fractions]}
+    for s in SPLITS:
+        (out_dir / "images" / s).mkdir(parents=True)
+        (out_dir / "labels" / s).mkdir(parents=True)
+        boxes = np.zeros(len(classes), dtype=int)
+        for stem in split[s]:
+            ann = anns[stem]
+            shutil.copyfile(img_dir / ann.filename, out_dir / "images" / s / ann.filename)
+            rows = voc_to_yolo(ann, classes)
+            (out_dir / "labels" / s / f"{Path(ann.filename).stem}.txt").write_text(format_labels(rows))
+            for r in rows:
+                boxes[r[0]] += 1
+        counts[f"{s}_images"] = len(split[s])
+        counts[f"{s}_boxes"] = int(boxes.sum())
+        for c, n in zip(classes, boxes):
+            counts[f"{s}_boxes_{c}"] = int(n)
+    (out_dir / DATASET_YAML).write_text(dataset_yaml_text(classes))
+    return counts
+
+
+# ----------------------------------------------------------------------------- stages
+def _section(params_file: Path, name: str) -> dict:
+    import yaml
+
+    params = yaml.safe_load(Path(params_file).read_text()) or {}
+    if name not in params:
+        raise KeyError(f"{params_file} has no section {name!r} (sections: {sorted(params)})")
+    return dict(params[name] or {})
+
+
+def run_prepare(params: Mapping, out_root: str | Path, source: str | Path = MASK_DIR) -> dict:
+    """Stage ``mask_data``: the YOLO data set in ``<out_root>/mask_data/yolo`` and its counts in
+    ``<out_root>/mask_data/metrics.json``."""
+    from ..report import write_metrics
+
+    out = Path(out_root) / "mask_data"
+    counts = prepare_dataset(out / "yolo", source, fractions=params.get("fractions", (0.875, 0.085, 0.04)),
+                             seed=int(params.get("seed", 0)), limit=params.get("limit"))
+    write_metrics(out, counts)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..assets import REPO_ROOT
+
+    ap = argparse.ArgumentParser(description="Face-mask data preparation / detector training "
+                                             "(MinPlus §3.4; pipeline stages mask_data, mask_train)")
+    ap.add_argument("command", choices=["prepare", "train"])
+    ap.add_argument("--params", type=Path, default=REPO_ROOT / "params.yaml")
+    ap.add_argument("--out-root", type=Path, default=REPO_ROOT / "results")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    if args.command == "prepare":
+        res = run_prepare(_section(args.params, "mask_data"), args.out_root)
+    else:
+        from ..yolo import run_train
+
+        res = run_train(_section(args.params, "mask_train"), args.out_root)
+    print(json.dumps(res, indent=1, default=str))
+    print(f"{args.command}: {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+# ----------------------------------------------------------------------------- notebook helpers
+def dataset_root(results_root: str | Path) -> Path:
+    """``<results_root>/mask_data/yolo``, checked (the ``mask_data`` stage's output)."""
+    root = Path(results_root) / "mask_data" / "yolo"
+    if not (root / DATASET_YAML).is_file():
+        raise FileNotFoundError(f"no YOLO face-mask data set at {root}: run the data stage first "
+                                f"(`dvc repro mask_data` or `python -m xfr.experiments.masks prepare "
+                                f"--out-root {results_root}`)")
+    return root
+
+
+def split_images(root: str | Path, split: str) -> list[Path]:
+    """The image files of ``split`` in the YOLO data set ``root``, sorted by name."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    folder = Path(root) / "images" / split
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} not found (is {root} a YOLO data set written by `prepare`?)")
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name)
+
+
+def ground_truth(image_path: str | Path, hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """The labels of an image of the YOLO data set (``images/<split>/X.jpg`` ->
+    ``labels/<split>/X.txt``) as pixel boxes [K,4] (x1, y1, x2, y2) and classes [K]."""
+    image_path = Path(image_path)
+    label = image_path.parent.parent.parent / "labels" / image_path.parent.name / f"{image_path.stem}.txt"
+    rows = np.loadtxt(label, ndmin=2) if label.is_file() and label.stat().st_size else np.zeros((0, 5))
+    h, w = hw
+    cx, cy, bw, bh = rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h
+    boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
+    return torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.as_tensor(rows[:, 0]).long()
+
+
+def detections_at(detector, imgsz: int, conf: float = 0.001):
+    """images [N,3,H,W] -> [(boxes, scores, classes)] of the ultralytics ``detector`` predicting at
+    ``imgsz`` (letterboxed; boxes in the images' pixels), confidence floor ``conf``: the
+    detection function f_d of eq. 4 that :func:`xfr.score.detection_score` reads."""
+    from ..score import yolo_detections
+
+    return yolo_detections(detector, conf=float(conf), imgsz=int(imgsz))
+
+
+@dataclass
+class MaskFace:
+    """One detection to explain: the window image around it and the detection in the window."""
+
+    name: str  # "<image stem>#<class>"
+    image: str  # image file name
+    cls: int
+    class_name: str
+    window: Tensor  # [3, S, S] in [0, 1]
+    box: Tensor  # [4] the box explained, window pixels
+    score: float  # f(window): the detection score of that box and class
+    rect: tuple[int, int, int, int]  # the window in image pixels
+    image_box: Tensor  # [4] the detection (or ground-truth box) in the image
+    image_score: float  # its score on the whole image (nan for a ground-truth box)
+    source: str  # "detection" or "ground truth"
+
+    @property
+    def box_fraction(self) -> float:
+        """Share of the window inside the box: the AP of an uninformative (constant) map."""
+        from ..metrics.base import box_mask
+
+        return float(box_mask(self.box.numpy(), tuple(self.window.shape[1:])).mean())
+
+
+def mask_window(name: str, image: Tensor, image_box: Tensor, cls: int, window_detect,
+                context: float = 2.5, window_size: int = 96, min_iou: float = 0.5,
+                image_score: float = float("nan"), source: str = "ground truth",
+                fallback_iou: float | None = None) -> MaskFace | None:
+    """The square window of ``context`` x the box's longer side around ``image_box`` (cut from
+    the image, resized to ``window_size``) and the detection of class ``cls`` in it
+    (``window_detect``: images -> detections) overlapping the mapped box with IoU >= ``min_iou``
+    (the highest-scoring such one; its box is the one explained). None when there is none —
+    unless ``fallback_iou`` is given: then the mapped box itself is kept (for ground-truth boxes
+    the detector misses) with the score eq. 4 gives it at IoU >= ``fallback_iou``, and None only
+    when that score is 0. ``source`` labels such a kept box (a matched detection is labelled
+    "detection")."""
+    from ..score import box_iou
+    from .detection import map_box, resize_to, square_window
+
+    rect = square_window(image_box.tolist(), context, tuple(image.shape[1:]))
+    x1, y1, x2, y2 = rect
+    window = resize_to(image[:, y1:y2, x1:x2], (window_size, window_size))
+    expected = map_box(image_box, rect, window_size)
+    boxes, scores, classes = window_detect(window[None])[0]
+    ok = (classes.reshape(-1) == int(cls)) if len(boxes) else torch.zeros(0, dtype=torch.bool)
+    if bool(ok.any()):
+        ious = box_iou(boxes, expected)
+        cand = ok & (ious >= min_iou)
+        if bool(cand.any()):
+            j = int(torch.argmax(torch.where(cand, scores, torch.full_like(scores, -1.0))))
+            return MaskFace(name, name.split("#")[0], int(cls), CLASSES[int(cls)], window,
+                            boxes[j].clone().float(), float(scores[j]), rect, image_box.clone(),
+                            float(image_score), "detection")
+    if fallback_iou is None:
+        return None
+    ok_fb = ok & (box_iou(boxes, expected) >= float(fallback_iou)) if len(boxes) else ok
+    if not bool(ok_fb.any()):
+        return None
+    return MaskFace(name, name.split("#")[0], int(cls), CLASSES[int(cls)], window,
+                    expected.clamp(0, window_size).float(), float(scores[ok_fb].max()), rect,
+                    image_box.clone(), float(image_score), source)
+
+
+def find_faces(paths: Sequence[Path], detector, cls: int, window_detect, n: int,
+               min_conf: float = 0.25, min_side: float = 12.0, context: float = 2.5,
+               window_size: int = 96, min_iou: float = 0.5, per_image: int = 1,
+               load=None) -> tuple[list[MaskFace], list[dict]]:
+    """Up to ``n`` detections of class ``cls`` to explain, ``per_image`` per image at most, in
+    the order of ``paths``: in each image the detector's (native ``imgsz``) detections of
+    ``cls`` with confidence >= ``min_conf`` and longer side >= ``min_side`` px, by decreasing
+    confidence, kept when the window around it has a matching detection
+    (:func:`mask_window`). Also returns a log row per image (detections found, kept, why not)."""
+    from ..io import load_image
+    from ..score import yolo_detections
+
+    load = load or load_image
+    full = yolo_detections(detector, conf=float(min_conf))
+    faces, log = [], []
+    for p in paths:
+        if len(faces) >= n:
+            break
+        image = load(p)
+        boxes, scores, classes = full(image[None])[0]
+        sides = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) if len(boxes) else boxes
+        sel = [int(i) for i in torch.argsort(-scores) if int(classes[i]) == cls and float(sides[i]) >= min_side]
+        kept = 0
+        for i in sel:
+            if kept >= per_image or len(faces) >= n:
+                break
+            fw = mask_window(f"{Path(p).stem}#{CLASSES[cls]}", image, boxes[i], cls, window_detect,
+                             context=context, window_size=window_size, min_iou=min_iou,
+                             image_score=float(scores[i]))
+            if fw is not None:
+                faces.append(fw)
+                kept += 1
+        log.append(dict(image=Path(p).name, detections=int((classes == cls).sum()) if len(boxes) else 0,
+                        eligible=len(sel), explained=kept))
+    return faces, log
+
+
+def ground_truth_faces(paths: Sequence[Path], detector, cls: int, window_detect, n: int,
+                       context: float = 2.5, window_size: int = 96, fallback_iou: float = 0.3,
+                       min_side: float = 12.0, load=None) -> list[MaskFace]:
+    """Fallback when the detector finds no ``cls`` detection to explain: up to ``n`` ground-truth
+    boxes of ``cls`` (largest first per image), each explained with the eq. 4 score of that box
+    and class (IoU >= ``fallback_iou``, the detector's weak detections included, conf >= 0.001);
+    boxes whose score is 0 are skipped."""
+    from ..io import load_image
+
+    load = load or load_image
+    out = []
+    for p in paths:
+        if len(out) >= n:
+            break
+        image = load(p)
+        boxes, classes = ground_truth(p, tuple(image.shape[1:]))
+        idx = [int(i) for i in torch.nonzero(classes == cls).reshape(-1)]
+        idx.sort(key=lambda i: -float((boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])))
+        for i in idx:
+            side = float(torch.maximum(boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1]))
+            if side < min_side:
+                continue
+            fw = mask_window(f"{Path(p).stem}#{CLASSES[cls]}", image, boxes[i], cls, window_detect,
+                             context=context, window_size=window_size, min_iou=1.01,
+                             source="ground truth", fallback_iou=fallback_iou)
+            if fw is not None:
+                out.append(fw)
+                break
+    return out
+
+
+# ----------------------------------------------------------------------------- Table 1
+# MinPlus Table 1 (Mery 2022): mean AP of the thresholded map against the detected box over the
+# paper's 20 test images (YOLOv5s, "with mask"). Constants from the paper's text, for comparison.
+PAPER_TABLE1_MEAN = {"MinPlus": 0.90, "LIME-map": 0.67, "RISEgauss": 0.86, "RISE": 0.83}
+
+
+def method_ranking(mean_ap: Mapping[str, float]) -> list[str]:
+    """Methods by decreasing mean AP (ties keep the given order)."""
+    return [m for m, _ in sorted(mean_ap.items(), key=lambda kv: -kv[1])]
+
+
+# ----------------------------------------------------------------------------- figures
+def _face_caption(fw: MaskFace) -> str:
+    src = "" if fw.source == "detection" else "ground-truth box, "
+    return f"{fw.name.split('#')[0]}: {CLASS_LABELS[fw.class_name]}\n{src}score {fw.score:.2f}"
+
+
+def fig_faces(faces: Sequence[MaskFace], results: Sequence[Mapping], scores: pd.DataFrame, path,
+              title: str, scale: int = 2, captions: Sequence[str] | None = None):
+    """MinPlus Fig. 6 layout: per face the window with the explained box, then each method's map
+    over it with the box, titled with the AP against the box, pointing game, forward passes and
+    seconds. ``scores``: rows with columns face, method, ap, pointing_game."""
+    from ..viz import image_panel, overlay, side_by_side
+    from .detection import draw_box
+    from .expressions import _up, label
+
+    panels = []
+    for k, (fw, res) in enumerate(zip(faces, results)):
+        cap = captions[k] if captions is not None else _face_caption(fw)
+        row = [(cap, draw_box(_up(image_panel(fw.window), scale), fw.box.tolist(), scale=scale))]
+        for name, t in res.items():
+            sc = scores[(scores.face == fw.name) & (scores.method == label(name))].iloc[0]
+            hit = "hit" if sc.pointing_game == 1 else "miss"
+            row.append((f"{label(name)} AP {sc.ap:.2f} {hit}\n{t.n_forward} passes, {t.seconds:.0f}s",
+                        draw_box(_up(overlay(fw.window, t.map), scale), fw.box.tolist(), scale=scale)))
+        panels.append(row)
+    return side_by_side(panels, path, title=title)
+
+
+def fig_images(rows: Sequence[tuple[str, Tensor, Tensor, Tensor, Sequence[MaskFace]]], path,
+               max_cols: int = 5, title: str | None = None):
+    """The images with every detection (green: with mask, red: without, orange: worn
+    incorrectly) and the explained windows (yellow). ``rows``: (name, image, boxes, classes,
+    faces)."""
+    from ..viz import image_panel, side_by_side
+    from .detection import draw_box
+
+    colors = {0: (0, 200, 0), 1: (230, 0, 0), 2: (255, 140, 0)}
+    panels, row = [], []
+    for name, image, boxes, classes, faces in rows:
+        rgb = image_panel(image)
+        for b, c in zip(boxes, classes):
+            rgb = draw_box(rgb, b.tolist(), colors.get(int(c), (255, 255, 255)))
+        for fw in faces:
+            rgb = draw_box(rgb, list(fw.rect), (255, 230, 0))
+        row.append((f"{name}: {len(boxes)} detections", rgb))
+        if len(row) == max_cols:
+            panels.append(row)
+            row = []
+    if row:
+        panels.append(row)
+    return side_by_side(panels, path, title=title, panel_inches=2.6)
+
+
+def fig_pixels(fw: MaskFace, smap, path, quantile: float = 0.85, title: str | None = None, scale: int = 3):
+    """MinPlus Fig. 7: the detected box (blue) and the map thresholded at its ``quantile``
+    (orange); true positive (in both), false positive (map only) and false negative (box only)
+    pixels, with that threshold's precision and recall."""
+    from ..metrics.base import box_mask
+    from ..viz import image_panel, overlay, side_by_side
+    from .detection import draw_box
+    from .expressions import _up
+
+    m = np.asarray(smap, dtype=np.float64)
+    thr = float(np.quantile(m, quantile))
+    on = m >= thr
+    box = box_mask(fw.box.numpy(), m.shape)
+    tp, fp, fn = on & box, on & ~box, ~on & box
+    rgb = (image_panel(fw.window).astype(np.float64) * 0.35).astype(np.uint8)
+    lab = rgb.copy()
+    lab[tp] = (0, 200, 0)
+    lab[fp] = (230, 60, 0)
+    lab[fn] = (40, 90, 255)
+    prec = tp.sum() / max(1, on.sum())
+    rec = tp.sum() / max(1, box.sum())
+    shape = rgb.copy()
+    shape[on] = (255, 150, 0)
+    panels = [[("window, detected box (blue)",
+                draw_box(_up(image_panel(fw.window), scale), fw.box.tolist(), (40, 90, 255), scale)),
+               ("saliency map", draw_box(_up(overlay(fw.window, m), scale), fw.box.tolist(), (40, 90, 255), scale)),
+               (f"map >= its {quantile:.0%} quantile (orange)",
+                draw_box(_up(shape, scale), fw.box.tolist(), (40, 90, 255), scale)),
+               (f"TP green, FP red, FN blue\nprecision {prec:.2f}, recall {rec:.2f}", _up(lab, scale))]]
+    return side_by_side(panels, path, title=title, panel_inches=2.4)
+
+
+def fig_table1(table: pd.DataFrame, paper: Mapping[str, float], title: str):
+    """Table 1 as a figure: AP per image and method, our mean, and the paper's mean (a separate,
+    labelled row: the paper's images are not these)."""
+    import matplotlib.pyplot as plt
+
+    methods = [c for c in table.columns if c != "image"]
+    cells = [[str(r.image)] + [f"{r[m]:.2f}" for m in methods]
+             for _, r in table.iterrows()]
+    cells.append(["mean (ours)"] + [f"{table[m].mean():.2f}" for m in methods])
+    cells.append(["paper mean (YOLOv5s, 20 images)"] + [f"{paper[m]:.2f}" if m in paper else "" for m in methods])
+    fig, ax = plt.subplots(figsize=(1.4 * (len(methods) + 1.6), 0.26 * (len(cells) + 2)))
+    ax.axis("off")
+    t = ax.table(cellText=cells, colLabels=["image"] + methods, loc="center", cellLoc="center")
+    t.auto_set_font_size(False)
+    t.set_fontsize(8)
+    t.scale(1, 1.15)
+    t.auto_set_column_width(col=list(range(len(methods) + 1)))
+    best = {i: int(np.argmax([float(c) for c in row[1:]])) for i, row in enumerate(cells)
+            if all(c != "" for c in row[1:])}
+    for i, j in best.items():
+        t[i + 1, j + 1].set_text_props(weight="bold")
+    for j in range(len(methods) + 1):
+        t[len(cells) - 1, j].set_facecolor("#eeeeee")
+        t[len(cells), j].set_facecolor("#e8f0ff")
+    ax.set_title(title, fontsize=9)
+    return fig
