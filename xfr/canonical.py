@@ -554,6 +554,7 @@ def cis(
     batch_size: int = 64,
     progress: bool = False,
     canvas_patch: int | None = None,
+    points: Sequence[int] | Tensor | None = None,
 ) -> CISResult:
     """Canonical Image Saliency map, Algorithm 1 with eqs. 1-5 of the CMS paper.
 
@@ -575,7 +576,7 @@ def cis(
     ``mesh`` may be [K,468,2]: K faces of the same image (e.g. a verification pair side by side,
     eq. 8) occluded together at the same landmark; the drop is recorded once on the canvas.
     ``image_map`` is the same drops averaged over the occluded image squares (occlusion on the
-    mesh, Fig. 6 a).
+    mesh, Fig. 6 a). ``points`` (landmark indices) replaces the every-``stride``-th subset.
     """
     t0 = time.perf_counter()
     face = _check_face(face)
@@ -593,7 +594,13 @@ def cis(
     else:
         fsz = check_int("canvas_patch", canvas_patch, 1, face.size,
                         hint=f"the recorded patch must fit the {face.size}x{face.size} canvas")
-    points = torch.arange(0, N_LANDMARKS, stride)
+    if points is None:
+        points = torch.arange(0, N_LANDMARKS, stride)
+    else:  # an explicit landmark subset (e.g. spatially even on the canvas); overrides stride
+        points = torch.as_tensor(points, dtype=torch.long).flatten()
+        if points.numel() == 0 or int(points.min()) < 0 or int(points.max()) >= N_LANDMARKS:
+            raise ValueError(f"points must be landmark indices in [0, {N_LANDMARKS}), got "
+                             f"{points.numel()} values")
 
     cf = as_counting(f)
     n0 = cf.n_forward
