@@ -98,17 +98,9 @@ def p_female_fn(model, female: int, context: float = 0.0) -> ScoreFn:
     context = float(context)
     if not 0.0 <= context <= 2.0:
         raise ValueError(f"context must be in [0, 2] (fraction of the image size), got {context}")
-    base = attribute_score(model, female)
-    if context == 0.0:
-        return base
-    from ..models.xception import pad_context
+    from ..models.xception import ContextPadded
 
-    def f(images: Tensor) -> Tensor:
-        if images.dim() == 3:
-            images = images[None]
-        return base(pad_context(images, context))
-
-    return f
+    return attribute_score(ContextPadded(model, context) if context > 0 else model, female)
 
 
 def model_key(name: str) -> str:

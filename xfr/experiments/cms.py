@@ -47,6 +47,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine import ScoreFn
+from ..models.align import compose_affine as compose
+from ..models.align import invert_affine as invert
+from ..models.align import transform_points
+from ..models.xception import ContextPadded
 from ..score import attribute_score, unit_embeddings
 
 WORK_SIZE = 224
@@ -111,17 +115,7 @@ def transform_continuous(mat: np.ndarray, points) -> np.ndarray:
     """Apply a pixel-centre 2x3 affine matrix (:mod:`xfr.models.align`) to continuous points."""
     pts = np.asarray(points.detach().cpu().numpy() if isinstance(points, Tensor) else points,
                      dtype=np.float64)
-    m = np.asarray(mat, dtype=np.float64)
-    return (pts - 0.5) @ m[:, :2].T + m[:, 2] + 0.5
-
-
-def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The 2x3 matrix of x -> a(b(x))."""
-    return (np.vstack([a, [0, 0, 1]]) @ np.vstack([b, [0, 0, 1]]))[:2]
-
-
-def invert(mat: np.ndarray) -> np.ndarray:
-    return np.linalg.inv(np.vstack([np.asarray(mat, dtype=np.float64), [0, 0, 1]]))[:2]
+    return transform_points(np.asarray(mat, dtype=np.float64), pts - 0.5) + 0.5
 
 
 def frame_matrix(mode: str, hw: tuple[int, int], landmarks5=None, box=None, crop_scale: float = 1.4,
@@ -348,24 +342,6 @@ def pair_mesh(mesh_a: Tensor, mesh_b: Tensor, width: int) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- scores
-class ContextPadded(nn.Module):
-    """``model(pad_context(faces, margin))``: a classifier trained on loose crops fed a face with
-    extra edge-replicated context (``xfr.models.xception.pad_context``). Differentiable."""
-
-    def __init__(self, model: nn.Module, margin: float):
-        super().__init__()
-        if not margin >= 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
-        self.model = model
-        self.margin = float(margin)
-        self.classes = getattr(model, "classes", None)
-
-    def forward(self, faces: Tensor) -> Tensor:
-        from ..models.xception import pad_context
-
-        return self.model(pad_context(faces, self.margin) if self.margin > 0 else faces)
-
-
 def classifier_net(model: nn.Module, context: float = 0.0) -> nn.Module:
     return ContextPadded(model, context) if context and context > 0 else model
 

@@ -191,15 +191,6 @@ def prepare_dataset(out_dir: str | Path, source: str | Path = MASK_DIR,
 
 
 # ----------------------------------------------------------------------------- stages
-def _section(params_file: Path, name: str) -> dict:
-    import yaml
-
-    params = yaml.safe_load(Path(params_file).read_text()) or {}
-    if name not in params:
-        raise KeyError(f"{params_file} has no section {name!r} (sections: {sorted(params)})")
-    return dict(params[name] or {})
-
-
 def run_prepare(params: Mapping, out_root: str | Path, source: str | Path = MASK_DIR) -> dict:
     """Stage ``mask_data``: the YOLO data set in ``<out_root>/mask_data/yolo`` and its counts in
     ``<out_root>/mask_data/metrics.json``."""
@@ -214,6 +205,7 @@ def run_prepare(params: Mapping, out_root: str | Path, source: str | Path = MASK
 
 def main(argv: list[str] | None = None) -> int:
     from ..assets import REPO_ROOT
+    from ..pipeline import stage_params
 
     ap = argparse.ArgumentParser(description="Face-mask data preparation / detector training "
                                              "(MinPlus §3.4; pipeline stages mask_data, mask_train)")
@@ -223,11 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     if args.command == "prepare":
-        res = run_prepare(_section(args.params, "mask_data"), args.out_root)
+        res = run_prepare(stage_params("mask_data", args.params), args.out_root)
     else:
         from ..yolo import run_train
 
-        res = run_train(_section(args.params, "mask_train"), args.out_root)
+        res = run_train(stage_params("mask_train", args.params), args.out_root)
     print(json.dumps(res, indent=1, default=str))
     print(f"{args.command}: {time.perf_counter() - t0:.1f} s")
     return 0

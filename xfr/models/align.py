@@ -162,7 +162,7 @@ def warp_affine(image: Tensor, mat: np.ndarray, size: int, antialias: bool = Tru
                               align_corners=False)[0]
         # pixel centre x in the old grid sits at (x + 0.5) * nw / w - 0.5 in the new one
         pre = np.array([[nw / w, 0, 0.5 * nw / w - 0.5], [0, nh / h, 0.5 * nh / h - 0.5]])
-        mat = _compose(mat, invert_affine(pre))  # image pixel (new grid) -> chip
+        mat = compose_affine(mat, invert_affine(pre))  # image pixel (new grid) -> chip
         h, w = nh, nw
     inv = invert_affine(mat)  # chip pixel -> image pixel
     # chip pixel (u, v) -> image pixel (x, y) -> normalized [-1, 1] (align_corners=True)
@@ -182,7 +182,7 @@ def invert_affine(mat: np.ndarray) -> np.ndarray:
     return np.linalg.inv(full)[:2]
 
 
-def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def compose_affine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The 2x3 matrix of x -> a(b(x))."""
     return (np.vstack([a, [0, 0, 1]]) @ np.vstack([b, [0, 0, 1]]))[:2]
 

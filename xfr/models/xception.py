@@ -161,3 +161,19 @@ def pad_context(faces: Tensor, margin: float = 0.3, mode: str = "replicate") -> 
         raise ValueError(f"expected faces [N,C,H,W], got {tuple(faces.shape)}")
     ph, pw = int(round(margin * faces.shape[-2])), int(round(margin * faces.shape[-1]))
     return F.pad(faces, (pw, pw, ph, ph), mode=mode)
+
+
+class ContextPadded(nn.Module):
+    """``model(pad_context(faces, margin))``: a classifier trained on loose crops fed a face with
+    extra edge-replicated context (:func:`pad_context`). Differentiable."""
+
+    def __init__(self, model: nn.Module, margin: float):
+        super().__init__()
+        if not margin >= 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        self.model = model
+        self.margin = float(margin)
+        self.classes = getattr(model, "classes", None)
+
+    def forward(self, faces: Tensor) -> Tensor:
+        return self.model(pad_context(faces, self.margin) if self.margin > 0 else faces)
