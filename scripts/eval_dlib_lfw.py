@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from xfr.data import DATA_DIR, lfw_pairs
-from xfr.io import load_image, to_tensor, to_uint8
+from xfr.io import load_image, to_uint8
 from xfr.models.align import TEMPLATES, Template, align, refine_landmarks
 from xfr.models.detect import largest_face, load_mtcnn
 from xfr.models.dlib_resnet import SAME_PERSON_THRESHOLD, load_dlib_resnet

@@ -35,8 +35,14 @@ from xfr.data import lfw_pairs, utkface
 from xfr.io import load_image
 from xfr.models.align import Template, align, face_landmarks
 from xfr.models.detect import largest_face, load_mtcnn
-from xfr.models.human import (facemesh_landmarks, load_facemesh, load_faceres,
-                              load_faceres_gender, load_mobileface, square_box)
+from xfr.models.human import (
+    facemesh_landmarks,
+    load_facemesh,
+    load_faceres,
+    load_faceres_gender,
+    load_mobileface,
+    square_box,
+)
 
 PAD = 100
 BATCH = 16

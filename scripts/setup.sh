@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh clone: virtual environment (.venv), the package with its test extras, and data/
 # assembled from the offline mirror ($XFR_MIRROR, or ../shared beside the checkout).
-# Idempotent: reinstalls only when pyproject.toml changed; copies only missing/changed data files.
+# Idempotent: reinstalls only when pyproject.toml or constraints.txt changed (constraints.txt pins
+# every package's version, so that the pipeline's numbers do not drift with new releases); copies only missing/changed data files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,12 +20,12 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
 have="$(cat .venv/.xfr-installed 2>/dev/null || true)"
 if [ "$want" != "$have" ]; then
   echo "setup: installing xfr and its dependencies into .venv (torch from the registry's standard build)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
   echo "$want" > .venv/.xfr-installed
 fi
 

@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
@@ -44,7 +44,7 @@ class AssetError(FileNotFoundError):
     """A pinned file is missing or its content does not match the pinned sha256."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _manifest(kind: str) -> dict[str, str]:
     table = {}
     for line in (RESOURCES / f"{kind}_manifest.sha256").read_text().splitlines():
@@ -87,7 +87,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _verified(path: str, size: int, mtime_ns: int, expected: str) -> str:
     return sha256_file(Path(path))
 

@@ -19,8 +19,9 @@ the result does not depend on the batch size). The engine never materializes mor
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Union
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -35,7 +36,7 @@ class MaskSource(Protocol):
     def __getitem__(self, index: slice) -> Tensor: ...
 
 
-Fill = Union[float, str, Tensor]
+Fill = float | str | Tensor
 
 
 @dataclass

@@ -18,7 +18,9 @@ def load_pil(path: str | Path) -> Image.Image:
     try:
         img = Image.open(path)
         img.load()
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, ImportError) as err:
+        # ImportError: ultralytics >= 8.4 patches Image.open to load an optional HEIF plugin on
+        # files PIL cannot identify, and raises ModuleNotFoundError when it is not installed.
         raise ValueError(f"{path} is not a readable image ({err})") from err
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")

@@ -12,7 +12,7 @@ moves the batch to the model's device and runs under ``torch.inference_mode()``:
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

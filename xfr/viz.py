@@ -6,8 +6,8 @@ are HxWx3 uint8 RGB arrays (write them with PIL or :func:`save_png`).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from torch import Tensor
@@ -66,15 +66,15 @@ def overlay(image, smap, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
 
 # ----------------------------------------------------------------------------- HLS (colorsys)
 def rgb_to_hls(rgb: np.ndarray) -> np.ndarray:
-    """Vectorized ``colorsys.rgb_to_hls`` on [..., 3] arrays in [0,1] -> [..., 3] (h, l, s)."""
+    """Vectorized ``colorsys.rgb_to_hls`` on [..., 3] arrays in [0,1] -> [..., 3] (h, light, s)."""
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     maxc = np.max(rgb, axis=-1)
     minc = np.min(rgb, axis=-1)
     sumc = maxc + minc
     rangec = maxc - minc
-    l = sumc / 2.0
+    light = sumc / 2.0
     with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.where(l <= 0.5, rangec / sumc, rangec / (2.0 - sumc))
+        s = np.where(light <= 0.5, rangec / sumc, rangec / (2.0 - sumc))
         rc = (maxc - r) / rangec
         gc = (maxc - g) / rangec
         bc = (maxc - b) / rangec
@@ -83,7 +83,7 @@ def rgb_to_hls(rgb: np.ndarray) -> np.ndarray:
     gray = minc == maxc
     h = np.where(gray, 0.0, h)
     s = np.where(gray, 0.0, s)
-    return np.stack([h, l, s], axis=-1)
+    return np.stack([h, light, s], axis=-1)
 
 
 def rgb_to_hsv_saturation(rgb: np.ndarray) -> np.ndarray:
@@ -103,27 +103,27 @@ def _hls_value(m1, m2, hue):
 
 def hls_to_rgb(hls: np.ndarray) -> np.ndarray:
     """Vectorized ``colorsys.hls_to_rgb``."""
-    h, l, s = hls[..., 0], hls[..., 1], hls[..., 2]
-    m2 = np.where(l <= 0.5, l * (1.0 + s), l + s - l * s)
-    m1 = 2.0 * l - m2
+    h, light, s = hls[..., 0], hls[..., 1], hls[..., 2]
+    m2 = np.where(light <= 0.5, light * (1.0 + s), light + s - light * s)
+    m1 = 2.0 * light - m2
     rgb = np.stack([_hls_value(m1, m2, h + 1 / 3), _hls_value(m1, m2, h),
                     _hls_value(m1, m2, h - 1 / 3)], axis=-1)
-    return np.where((s == 0)[..., None], l[..., None], rgb)
+    return np.where((s == 0)[..., None], light[..., None], rgb)
 
 
 def blend_hls(image, smap, cmap: str = "RdYlGn", vmin: float = -1.0, vmax: float = 1.0) -> np.ndarray:
-    """X-Maps Algorithm 2: l = lightness of HLS(image), h = hue of HLS(map colour), s =
-    saturation of HSV(map colour), blended = HLStoRGB(h, l, s). The map (in [-1, 1]: similar
+    """X-Maps Algorithm 2: light = lightness of HLS(image), h = hue of HLS(map colour), s =
+    saturation of HSV(map colour), blended = HLStoRGB(h, light, s). The map (in [-1, 1]: similar
     > 0, dissimilar < 0) is coloured with ``cmap`` (red = dissimilar, green = similar; the
     neutral middle of RdYlGn is pale, so unaffected regions stay nearly gray)."""
     img = _rgb01(image)
     colour = colorize(smap, cmap, vmin=vmin, vmax=vmax)
     if colour.shape[:2] != img.shape[:2]:
         raise ValueError(f"map {colour.shape[:2]} and image {img.shape[:2]} differ in size")
-    l = rgb_to_hls(img)[..., 1]
+    light = rgb_to_hls(img)[..., 1]
     h = rgb_to_hls(colour)[..., 0]
     s = rgb_to_hsv_saturation(colour)
-    return to_uint8(hls_to_rgb(np.stack([h, l, s], axis=-1)))
+    return to_uint8(hls_to_rgb(np.stack([h, light, s], axis=-1)))
 
 
 # ----------------------------------------------------------------------------- figures

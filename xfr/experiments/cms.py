@@ -36,9 +36,9 @@ import io
 import math
 import time
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -950,7 +950,7 @@ def fig_negative_explanations(images: Sequence[Tensor], heatmaps: Mapping[str, S
             top[k + 1].set_title(f"{m}: H (max {hs[k].max():.2f})", fontsize=7)
             e = negative_explanation(img, hs[k])
             bottom[k + 1].imshow(e.permute(1, 2, 0).clamp(0, 1).numpy())
-            bottom[k + 1].set_title(f"E = (1 - H) I" + (f"\nM(E) = {scores[i][k + 1]:.3f}"
+            bottom[k + 1].set_title("E = (1 - H) I" + (f"\nM(E) = {scores[i][k + 1]:.3f}"
                                                           if scores is not None else ""), fontsize=7)
         for ax in list(top) + list(bottom):
             ax.set_axis_off()

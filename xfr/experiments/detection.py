@@ -9,9 +9,9 @@ thresholded map (:func:`xfr.metrics.box_ap`) and the pointing game.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

@@ -12,8 +12,8 @@ image with their cost, LIME and LIME-map sharing one set of samples) and :func:`
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd

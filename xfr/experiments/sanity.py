@@ -18,8 +18,8 @@ masks, the uneven coverage of a finite mask set shows in both maps whatever the 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd

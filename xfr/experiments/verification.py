@@ -17,9 +17,9 @@ configurable occluder (:func:`xmap_single`), and the figure panels.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -566,7 +566,7 @@ def flip_metrics(f, image: Tensor, smap: Tensor, threshold: float, step: float,
     }
 
 
-def run_table1(embedder, faces: "AlignedFaces", triplets, counts: Sequence[int], threshold: float,
+def run_table1(embedder, faces: AlignedFaces, triplets, counts: Sequence[int], threshold: float,
                size: int, step: float, n_patches: int = 100, kernel: int = 40, sigma: float = 7.0,
                seed: int = 0, batch_size: int = 64, centered: bool = True,
                random_baseline: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

@@ -19,8 +19,16 @@ batch size) and ``progress`` (a tqdm bar).
 ======================  ===================================================================
 """
 from .lime import LimeExplanation, lime, lime_explain, lime_map
-from .minplus import (MinPlusMaps, aggregation_maps, avg, combine_avg, combine_minplus, minplus,
-                      minplus_maps, removal_maps)
+from .minplus import (
+                      MinPlusMaps,
+                      aggregation_maps,
+                      avg,
+                      combine_avg,
+                      combine_minplus,
+                      minplus,
+                      minplus_maps,
+                      removal_maps,
+)
 from .occlusion import occlusion
 from .rise import rise, rise_gauss
 from .srise import SRiseTriplet, srise, srise_pair, srise_triplet

@@ -8,7 +8,7 @@ the fill), as in :mod:`xfr.engine`.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -43,8 +43,7 @@ import torch
 from torch import Tensor
 
 from ..engine import ScoreFn, perturb
-from .common import (as_counting, base_score, check_float, check_int, gaussian_smooth, minmax,
-                     prepare)
+from .common import as_counting, base_score, check_float, check_int, gaussian_smooth, minmax, prepare
 from .masks import GaussianMasks
 
 REFERENCE_SIZE = 256  # image side of the reference parameters

@@ -19,8 +19,7 @@ from torch import Tensor
 
 from ..engine import Fill, ScoreFn, perturb
 from ..score import unit_embeddings
-from .common import (WeightedMaskSum, as_counting, check_float, check_int, check_seed, joint_minmax,
-                     minmax, prepare)
+from .common import WeightedMaskSum, as_counting, check_float, check_int, check_seed, joint_minmax, minmax, prepare
 from .masks import SRiseMasks
 
 

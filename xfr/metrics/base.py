@@ -7,8 +7,9 @@ curve gives a flip fraction *and* an AUC) are described by one entry per value h
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch

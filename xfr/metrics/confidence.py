@@ -17,8 +17,8 @@ Through the engine, E is the keep mask ``1 - H`` with fill 0.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch

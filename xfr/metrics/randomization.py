@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch

@@ -11,9 +11,9 @@ crop, where MTCNN's O-Net places them more precisely.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

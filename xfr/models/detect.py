@@ -8,8 +8,8 @@ mouth corner, in image pixels, as MTCNN orders them).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,10 +34,10 @@ class Detections:
         return int(self.boxes.shape[0])
 
     @classmethod
-    def empty(cls) -> "Detections":
+    def empty(cls) -> Detections:
         return cls(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, 5, 2))
 
-    def select(self, index: int | Tensor | Sequence[int]) -> "Detections":
+    def select(self, index: int | Tensor | Sequence[int]) -> Detections:
         """The detections at ``index`` (an int keeps a leading dimension of 1)."""
         if isinstance(index, int):
             index = [index]

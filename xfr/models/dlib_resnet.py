@@ -115,7 +115,7 @@ class DlibResNet(nn.Module):
         self.blocks = nn.ModuleDict(blocks)
         self.fc = nn.Linear(256, 128, bias=False)
 
-    def load_tfjs(self, w: dict[str, np.ndarray]) -> "DlibResNet":
+    def load_tfjs(self, w: dict[str, np.ndarray]) -> DlibResNet:
         self.conv32_down.load_tfjs(w, "conv32_down")
         for name, block in self.blocks.items():
             block.conv1.load_tfjs(w, f"{name}/conv1")

@@ -12,8 +12,8 @@ as ``quantization.dtype`` and restored as
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 

@@ -25,7 +25,7 @@ class-score convolution, as Arriaga's own Grad-CAM uses ``conv2d_7``) work on th
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

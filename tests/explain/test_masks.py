@@ -5,8 +5,16 @@ import pytest
 import torch
 
 from xfr.explain.common import gaussian_smooth, window_offsets
-from xfr.explain.masks import (GaussianBlobMasks, GaussianMasks, PatchMasks, RiseMasks, SRiseMasks,
-                               SuperpixelMasks, sliding_positions, xmaps_positions)
+from xfr.explain.masks import (
+    GaussianBlobMasks,
+    GaussianMasks,
+    PatchMasks,
+    RiseMasks,
+    SRiseMasks,
+    SuperpixelMasks,
+    sliding_positions,
+    xmaps_positions,
+)
 
 
 def _truncated_gaussian(hw, cy, cx, std, offsets):

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from xfr.experiments import sanity as S
 from xfr.explain import occlusion, srise
 from xfr.explain.masks import SRiseMasks
 from xfr.metrics import cascading_randomization, map_ssim, spearman
 from xfr.score import attribute_score
-from xfr.experiments import sanity as S
 
 
 class TinyNet(torch.nn.Module):
@@ -54,8 +54,8 @@ def test_check_depths():
 def test_cascade_maps_equal_explaining_each_randomized_copy(cascade):
     model, image, cm = cascade
     assert cm.layers == ["fc", "mid", "conv"] and cm.depths == [0, 1, 3]
-    # depth 0: the trained model, untouched
-    assert np.allclose(cm.maps["occlusion"][0], occlusion(make_score(model), image, patch=8, stride=4))
+    # depth 0: the trained model, untouched (atol as below: batched float sums differ in the 5th digit)
+    assert np.allclose(cm.maps["occlusion"][0], occlusion(make_score(model), image, patch=8, stride=4), atol=1e-6)
     copies = [net for _, net in cascading_randomization(model, cm.layers, seed=7)]
     for depth in (1, 3):
         f = make_score(copies[depth - 1])

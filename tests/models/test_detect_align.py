@@ -11,8 +11,17 @@ from PIL import Image
 
 from xfr.io import load_image
 from xfr.models.align import (
-    TEMPLATES, NoFaceError, align, align_batch, alignment_matrix, detect_and_align,
-    face_landmarks, invert_affine, similarity_transform, transform_points, warp_affine,
+    TEMPLATES,
+    NoFaceError,
+    align,
+    align_batch,
+    alignment_matrix,
+    detect_and_align,
+    face_landmarks,
+    invert_affine,
+    similarity_transform,
+    transform_points,
+    warp_affine,
 )
 from xfr.models.detect import Detections, best_face, largest_face, load_mtcnn
 

@@ -378,7 +378,7 @@ def test_target_layer_maps_average_to_the_logits(models):
     """Grad-CAM's layer: the class-score maps whose global average are the logits."""
     for model in models.values():
         seen = {}
-        handle = model.target_layer.register_forward_hook(lambda m, i, o: seen.update(a=o))
+        handle = model.target_layer.register_forward_hook(lambda m, i, o: seen.update(a=o))  # noqa: B023
         with torch.no_grad():
             logits = model(torch.rand(2, 3, 48, 48))
         handle.remove()

@@ -3,8 +3,19 @@ import numpy as np
 import pytest
 import torch
 
-from xfr.explain import (avg, lime, lime_map, minplus, minplus_maps, occlusion, rise, rise_gauss,
-                         srise, srise_pair, xmaps)
+from xfr.explain import (
+    avg,
+    lime,
+    lime_map,
+    minplus,
+    minplus_maps,
+    occlusion,
+    rise,
+    rise_gauss,
+    srise,
+    srise_pair,
+    xmaps,
+)
 
 H, W = 24, 32
 R = (slice(6, 14), slice(18, 28))  # the known region

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from xfr.explain import (lime, minplus, occlusion, rise, rise_gauss, srise, srise_pair, xmaps)
+from xfr.explain import lime, minplus, occlusion, rise, rise_gauss, srise, srise_pair, xmaps
 
 IMG = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(0))
 f = lambda x: x.mean(dim=(1, 2, 3))

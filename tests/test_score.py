@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 from xfr.models.detect import Detections
-from xfr.score import (attribute_score, box_iou, detection_score, to_ultralytics,
-                       verification_score)
+from xfr.score import attribute_score, box_iou, detection_score, to_ultralytics, verification_score
 
 
 class CountingEmbedder(nn.Module):

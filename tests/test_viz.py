@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from xfr.viz import (blend_hls, colorize, hls_to_rgb, overlay, rgb_to_hls, rgb_to_hsv_saturation,
-                     side_by_side)
+from xfr.viz import blend_hls, colorize, hls_to_rgb, overlay, rgb_to_hls, rgb_to_hsv_saturation, side_by_side
 
 
 def _colors(n=500):
@@ -39,10 +38,10 @@ def test_blend_hls_is_algorithm_2():
     colour = colorize(smap, "RdYlGn", vmin=-1, vmax=1)
     for y in range(0, 10, 3):
         for x in range(0, 12, 4):
-            l = colorsys.rgb_to_hls(*img[:, y, x].double().numpy())[1]
+            light = colorsys.rgb_to_hls(*img[:, y, x].double().numpy())[1]
             h = colorsys.rgb_to_hls(*colour[y, x])[0]
             s = colorsys.rgb_to_hsv(*colour[y, x])[1]
-            want = np.round(np.clip(colorsys.hls_to_rgb(h, l, s), 0, 1) * 255)
+            want = np.round(np.clip(colorsys.hls_to_rgb(h, light, s), 0, 1) * 255)
             np.testing.assert_allclose(out[y, x], want, atol=1)
 
 

@@ -7,8 +7,19 @@ import pytest
 import torch
 
 from xfr.canonical import (
-    N_LANDMARKS, CanonicalFace, LandmarkPatchMasks, canonical_face, canonical_to_image, cis, cms,
-    cms_convergence, face_mesh, image_to_canonical, plot_canonical, rasterize_mesh, region_means,
+    N_LANDMARKS,
+    CanonicalFace,
+    LandmarkPatchMasks,
+    canonical_face,
+    canonical_to_image,
+    cis,
+    cms,
+    cms_convergence,
+    face_mesh,
+    image_to_canonical,
+    plot_canonical,
+    rasterize_mesh,
+    region_means,
     square_cover,
 )
 from xfr.engine import CountingScore

@@ -446,7 +446,7 @@ def test_same_identity_pairs_are_closer(data_dir):
         def emb(path):
             img, lm = faces[path]
             with torch.no_grad():
-                return model(align(img, lm, model.template)[None])[0]
+                return model(align(img, lm, model.template)[None])[0]  # noqa: B023
         sims = torch.tensor([float(torch.cosine_similarity(emb(p.a), emb(p.b), 0)) for p in chosen])
         same = torch.tensor([p.same for p in chosen])
         assert sims[same].mean() > sims[~same].mean() + 0.1, (model.name, sims)

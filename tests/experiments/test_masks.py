@@ -9,8 +9,8 @@ import torch
 import yaml
 from PIL import Image
 
-from xfr.experiments import masks as M
 from xfr import yolo as Y
+from xfr.experiments import masks as M
 
 
 def _voc(path, filename, width, height, objects):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from xfr.explain import lime_explain, minplus, rise, rise_gauss
 from xfr.experiments import expressions as E
+from xfr.explain import lime_explain, minplus, rise, rise_gauss
 
 
 class MeanIntensityClassifier(torch.nn.Module):
