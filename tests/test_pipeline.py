@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from xfr.assets import REPO_ROOT
-from xfr.pipeline import run_notebook
+from xfr.pipeline import code_deps, fill_params, run_notebook, stage_params
 
 DVC = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
 PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-SMOKE = yaml.safe_load((REPO_ROOT / "params_smoke.yaml").read_text())
+SMOKE = yaml.safe_load((REPO_ROOT / "params_smoke.yaml").read_text())  # overrides only
 STAGES = list(DVC["stages"])  # dvc.yaml order: every stage's inputs come before it
 NOTEBOOK_STAGES = [s for s in STAGES if "xfr.pipeline" in DVC["stages"][s]["cmd"]]
 MODULE_STAGES = [s for s in STAGES if s not in NOTEBOOK_STAGES]
@@ -30,24 +30,69 @@ def test_declarations_fit_stages():
     for stage in STAGES:
         spec = DVC["stages"][stage]
         assert spec["params"] == [stage], f"{stage} must read only its own params section"
-        assert stage in PARAMS and stage in SMOKE, f"{stage}: no section in params.yaml / params_smoke.yaml"
-        assert set(SMOKE[stage]) <= set(PARAMS[stage]), f"{stage}: smoke keys not in params.yaml"
+        assert stage in PARAMS, f"{stage}: no section in params.yaml"
         assert f"results/{stage}/metrics.json" in _paths(spec.get("metrics")), f"{stage}: metrics.json not declared"
-        for kind, section in (("", PARAMS), (".smoke", SMOKE)):
-            mirror = REPO_ROOT / "notebooks" / "params" / f"{stage}{kind}.yaml"
-            if mirror.is_file():
-                assert yaml.safe_load(mirror.read_text())[stage] == section[stage], \
-                    f"{mirror.name} differs from section {stage!r} of params{kind.replace('.', '_')}.yaml"
+
+
+def test_each_parameter_has_one_home():
+    """Defaults live in params.yaml only; params_smoke.yaml and notebooks/params/STAGE.paper.yaml
+    hold overrides (known keys, other values), and nothing else mirrors a section."""
+    assert set(SMOKE) <= set(PARAMS)
+    overrides = [("params_smoke.yaml", SMOKE)]
+    for path in sorted((REPO_ROOT / "notebooks" / "params").glob("*.yaml")):
+        assert path.name.endswith(".paper.yaml"), f"{path.name}: only STAGE.paper.yaml override files belong there"
+        overrides.append((path.name, yaml.safe_load(path.read_text())))
+        assert set(overrides[-1][1]) == {path.name.split(".")[0]}, f"{path.name}: one section, its stage's"
+    for name, sections in overrides:
+        for stage, section in sections.items():
+            for key, value in (section or {}).items():
+                assert key in PARAMS[stage], f"{name}: {stage}.{key} is not a parameter (params.yaml)"
+                assert value != PARAMS[stage][key], f"{name}: {stage}.{key} repeats the default"
+
+
+def test_stage_deps_are_the_code_the_stage_imports():
+    """Each stage depends on exactly the code it runs (computed from its imports), so editing one
+    stage's helper re-runs that stage only."""
+    for stage in STAGES:
+        declared = {d for d in _paths(DVC["stages"][stage]["deps"]) if d.startswith(("xfr", "notebooks"))}
+        assert declared == set(code_deps(stage)), (
+            f"{stage}: dvc.yaml deps differ from its imports; missing {set(code_deps(stage)) - declared}, "
+            f"extra {declared - set(code_deps(stage))} (`python -m xfr.pipeline --print-deps {stage}`)")
 
 
 def test_declarations_fit_notebooks():
     for stage in NOTEBOOK_STAGES:
         nb = nbformat.read(REPO_ROOT / "notebooks" / f"{stage}.ipynb", as_version=4)
-        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{stage}: exactly one cell tagged 'parameters'"
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{stage} has outputs"
-        names = set(re.findall(r"^(\w+)\s*=", tagged[0].source, flags=re.M))
-        assert set(PARAMS[stage]) <= names, f"{stage}: params not in the parameters cell: {set(PARAMS[stage]) - names}"
+        cell = nb.cells[tagged[0]].source
+        assigned = dict(re.findall(r"^(\w+)\s*=\s*(.+)$", cell, flags=re.M))
+        assert set(assigned) == set(PARAMS[stage]) | {"out_dir"}, \
+            f"{stage}: parameters cell must declare exactly params.yaml's keys and out_dir"
+        assert set(assigned.values()) == {"None"}, f"{stage}: values live in params.yaml, not the notebook"
+        assert f'fill_params("{stage}", globals())' in nb.cells[tagged[0] + 1].source
+
+
+def test_fill_params_reads_params_yaml_when_nothing_was_injected():
+    ns = {k: None for k in PARAMS["expressions"]} | {"out_dir": None}
+    fill_params("expressions", ns)
+    assert {k: ns[k] for k in PARAMS["expressions"]} == PARAMS["expressions"]
+    assert ns["out_dir"].endswith("results/expressions")
+    injected = {k: 1 for k in PARAMS["expressions"]} | {"out_dir": "x"}
+    fill_params("expressions", injected)
+    assert injected["out_dir"] == "x" and injected["seed"] == 1
+    with pytest.raises(KeyError, match="not declared"):
+        fill_params("expressions", {"out_dir": None})
+
+
+def test_overrides_and_paper_files_apply_over_the_defaults(tmp_path):
+    merged = stage_params("expressions", overrides=[REPO_ROOT / "params_smoke.yaml"])
+    assert merged == PARAMS["expressions"] | SMOKE.get("expressions", {})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("expressions:\n  no_such_key: 1\n")
+    with pytest.raises(KeyError, match="no_such_key"):
+        stage_params("expressions", overrides=[bad])
 
 
 def test_declarations_fit_stage_modules():
@@ -68,7 +113,7 @@ def smoke_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def smoke_params(tmp_path_factory):
     path = tmp_path_factory.mktemp("params") / "params.yaml"
-    path.write_text(yaml.safe_dump(SMOKE))
+    path.write_text(yaml.safe_dump({s: PARAMS[s] | (SMOKE.get(s) or {}) for s in PARAMS}))
     return path
 
 
@@ -77,7 +122,7 @@ def smoke_params(tmp_path_factory):
 def test_stage_runs_with_smoke_params(stage, smoke_root, smoke_params):
     spec = DVC["stages"][stage]
     if stage in NOTEBOOK_STAGES:
-        overrides = {"results_root": str(smoke_root)} if "results_root" in SMOKE[stage] else {}
+        overrides = {"results_root": str(smoke_root)} if "results_root" in PARAMS[stage] else {}
         executed = run_notebook(stage, smoke_params, smoke_root, overrides=overrides, html=False)
         out = Path(executed).parent
         assert list((out / "figures").glob("*.png")), f"{stage} wrote no figure"

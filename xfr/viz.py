@@ -176,3 +176,17 @@ def image_panel(image) -> np.ndarray:
 
 __all__ = ["colorize", "overlay", "blend_hls", "rgb_to_hls", "hls_to_rgb", "rgb_to_hsv_saturation",
            "side_by_side", "save_png", "image_panel", "to_uint8"]
+
+
+def draw_box(rgb: np.ndarray, box, color=(255, 255, 255), scale: int = 1) -> np.ndarray:
+    """A copy of an HxWx3 uint8 image with the rectangle ``box`` (in pixels / ``scale``) drawn."""
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(rgb)
+    x1, y1, x2, y2 = (float(v) * scale for v in box)
+    ImageDraw.Draw(img).rectangle([x1, y1, x2 - 1, y2 - 1], outline=color, width=max(1, scale))
+    return np.asarray(img)
+
+
+def upscale(rgb: np.ndarray, scale: int) -> np.ndarray:
+    return rgb if scale <= 1 else np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)

@@ -1,41 +1,10 @@
 """xfr.experiments.detection: photo loading, face windows (geometry, box mapping, matching with a
 fake detector), AP / pointing / interpolated PR of maps against a box."""
-import numpy as np
 import pytest
 import torch
 
 from xfr.experiments import detection as D
 from xfr.models.detect import Detections
-
-
-def test_square_window_centred_shifted_and_clipped():
-    # centred: box 20x10 at (40..60, 45..55), context 2 -> side 40 around (50, 50)
-    assert D.square_window((40, 45, 60, 55), 2.0, (100, 100)) == (30, 30, 70, 70)
-    # near the top-left corner: shifted inside, same side
-    x1, y1, x2, y2 = D.square_window((0, 0, 10, 10), 3.0, (100, 100))
-    assert (x1, y1) == (0, 0) and x2 - x1 == y2 - y1 == 30
-    # near the bottom edge of a 100 x 120 image: shifted up only (x fits)
-    assert D.square_window((90, 90, 100, 100), 3.0, (100, 120)) == (80, 70, 110, 100)
-    # larger than the image: clipped to its short side
-    x1, y1, x2, y2 = D.square_window((10, 10, 40, 40), 5.0, (50, 80))
-    assert x2 - x1 == y2 - y1 == 50 and 0 <= x1 and x2 <= 80
-    with pytest.raises(ValueError):
-        D.square_window((10, 10, 5, 20), 2.0, (50, 50))
-    with pytest.raises(ValueError):
-        D.square_window((0, 0, 5, 5), 0.0, (50, 50))
-
-
-def test_map_box():
-    b = D.map_box([30, 40, 50, 60], (20, 30, 60, 70), 80)  # window side 40 -> x2 scale
-    assert torch.allclose(b, torch.tensor([20.0, 20.0, 60.0, 60.0]))
-
-
-def test_downscale():
-    img = torch.rand(3, 100, 300)
-    small, s = D.downscale(img, 150)
-    assert small.shape == (3, 50, 150) and s == pytest.approx(0.5)
-    same, s1 = D.downscale(img, 400)
-    assert same is img and s1 == 1.0
 
 
 class SquareFinder:
@@ -84,27 +53,6 @@ def test_face_windows_drop_faces_the_window_does_not_confirm():
     photo[:, 80:120, 140:180] = 1.0
     faces, boxes = D.face_windows("p", photo, Forgetful(), context=2.5, window_size=50)
     assert len(boxes) == 1 and faces == []
-
-
-def test_interpolated_precision():
-    p = np.array([1.0, 0.5, 0.8, 0.4])
-    r = np.array([0.1, 0.3, 0.6, 1.0])
-    got = D.interpolated_precision(p, r, np.array([0.0, 0.2, 0.6, 0.7, 1.0]))
-    assert np.allclose(got, [1.0, 0.8, 0.8, 0.4, 0.4])
-    assert np.allclose(D.interpolated_precision(p, r * 0.5, np.array([0.9])), [0.0])
-
-
-def test_box_scores_perfect_and_inverted_maps():
-    box = (8, 4, 24, 20)
-    inside = np.zeros((32, 32))
-    inside[4:20, 8:24] = 1.0
-    grid = np.linspace(0, 1, 11)
-    good = D.box_scores(inside, box, grid)
-    assert good["ap"] == pytest.approx(1.0) and good["pointing"] == 1.0
-    assert np.allclose(good["pr"], 1.0)
-    bad = D.box_scores(1.0 - inside, box, grid)
-    # everything outside first (precision 0), then all pixels: AP = the box's share of the image
-    assert bad["ap"] == pytest.approx(inside.mean()) and bad["pointing"] == 0.0
 
 
 def test_load_photo():

@@ -6,8 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
+from xfr import report as R
 from xfr.experiments import expressions as E
-from xfr.explain import lime_explain, minplus, rise, rise_gauss
+from xfr.explain import minplus
 
 
 class MeanIntensityClassifier(torch.nn.Module):
@@ -71,73 +72,22 @@ def test_resize_face():
     assert torch.equal(E.resize_face(img, 48), img)
 
 
-def test_run_methods_lime_and_lime_map_share_one_run():
-    img = torch.rand(3, 32, 32)
-    segments = np.repeat(np.arange(4), 256).reshape(32, 32)
-    kw = dict(n_samples=20, segments=segments)
-    res = E.run_methods(smooth_score, img, {"lime": kw, "lime-map": kw}, seed=3, batch_size=7)
-    direct = lime_explain(smooth_score, img, seed=3, **kw)
-    assert torch.allclose(res["lime"].map, direct.lime_map)
-    assert torch.allclose(res["lime-map"].map, direct.saliency)
-    assert res["lime"].n_forward == res["lime-map"].n_forward == 20  # one run, not two
-    assert res["lime"].extras["shared_with"] == "lime-map"
-
-
-def test_run_methods_passes_seed_and_keeps_order():
-    img = torch.rand(3, 24, 24)
-    res = E.run_methods(smooth_score, img, {"rise-gauss": dict(n_masks=12), "rise": dict(n_masks=10)},
-                        seed=5, batch_size=4)
-    assert list(res) == ["rise-gauss", "rise"]
-    assert torch.allclose(res["rise"].map, rise(smooth_score, img, n_masks=10, seed=5))
-    assert torch.allclose(res["rise-gauss"].map, rise_gauss(smooth_score, img, n_masks=12, seed=5))
-    assert res["rise"].n_forward == 10
-    # a seed given in the method's arguments wins
-    res2 = E.run_methods(smooth_score, img, {"rise": dict(n_masks=10, seed=1)}, seed=5)
-    assert torch.allclose(res2["rise"].map, rise(smooth_score, img, n_masks=10, seed=1))
-    with pytest.raises(ValueError, match="unknown methods"):
-        E.run_methods(smooth_score, img, {"nope": {}})
-
-
-def test_seed_runs_reuse_first_and_differ_by_seed():
-    img = torch.rand(3, 24, 24)
-    methods = {"rise": dict(n_masks=8)}
-    first = E.run_methods(smooth_score, img, methods, seed=0)
-    runs = E.seed_runs(smooth_score, img, methods, [0, 1, 2], first=first)
-    assert runs["rise"][0] is first["rise"]
-    assert torch.allclose(runs["rise"][2].map, rise(smooth_score, img, n_masks=8, seed=2))
-    assert not torch.allclose(runs["rise"][1].map, runs["rise"][2].map)
-
-
-def test_stability_table_identical_and_different_maps():
-    from xfr.report import Timed
-
-    a = torch.rand(16, 16)
-    same = [Timed(a, 1.0, 10), Timed(a * 3 + 1, 1.0, 10)]  # same after min-max scaling
-    other = [Timed(a, 1.0, 10), Timed(torch.rand(16, 16), 1.0, 10), Timed(torch.rand(16, 16), 1.0, 10)]
-    stab, pairs = E.stability_table({"minplus": same, "rise": other})
-    s = stab.set_index("method")
-    assert s.loc["MinPlus", "pearson"] == pytest.approx(1.0)
-    assert s.loc["MinPlus", "pixel_std"] == pytest.approx(0.0, abs=1e-6)
-    assert s.loc["RISE", "pearson"] < 0.5 and s.loc["RISE", "pixel_std"] > 0.1
-    assert len(pairs[pairs.method == "RISE"]) == 3  # 3 runs -> 3 pairs
-
-
 def test_minplus_with_parts_matches_minplus_and_method_row():
     img = torch.rand(3, 32, 32)
     t, parts = E.minplus_with_parts(smooth_score, img, batch_size=5, step=8, t_max=2)
     assert torch.allclose(t.map, minplus(smooth_score, img, step=8, t_max=2))
     assert t.n_forward == parts.n_forward > 0
-    row = E.method_row("expressions", "minplus", [t, t], stability_pearson=1.0)
+    row = R.method_row("expressions", "minplus", [t, t], stability_pearson=1.0)
     assert row["method"] == "MinPlus" and row["forward_passes"] == t.n_forward
     assert row["seconds_per_image"] == pytest.approx(t.seconds)
 
 
 def test_figures_are_written(tmp_path):
     img = torch.rand(3, 24, 24)
-    res = E.run_methods(smooth_score, img, {"rise": dict(n_masks=4), "minplus": dict(step=8, t_max=1)})
+    res = R.run_methods(smooth_score, img, {"rise": dict(n_masks=4), "minplus": dict(step=8, t_max=1)})
     E.fig_methods([img], ["x"], [res], tmp_path / "a.png", title="t")
-    runs = {"rise": [res["rise"], E.run_methods(smooth_score, img, {"rise": dict(n_masks=4)}, seed=1)["rise"]]}
-    stab, _ = E.stability_table(runs)
+    runs = {"rise": [res["rise"], R.run_methods(smooth_score, img, {"rise": dict(n_masks=4)}, seed=1)["rise"]]}
+    stab, _ = R.stability_table(runs)
     E.fig_runs(img, runs, stab, tmp_path / "b.png", title="t", seeds=[0, 1])
     _, parts = E.minplus_with_parts(smooth_score, img, step=8, t_max=1)
     E.fig_minplus_parts(img, parts, tmp_path / "c.png", title="t")

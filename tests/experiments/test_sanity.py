@@ -8,6 +8,7 @@ from xfr.experiments import sanity as S
 from xfr.explain import occlusion, srise
 from xfr.explain.masks import SRiseMasks
 from xfr.metrics import cascading_randomization, map_ssim, spearman
+from xfr.metrics.randomization import cascade_maps
 from xfr.score import attribute_score
 
 
@@ -36,19 +37,9 @@ def cascade():
     torch.manual_seed(1)
     image = torch.rand(3, 24, 24)
     model = TinyNet().eval()
-    cm = S.cascade_maps(model, make_score, image, METHODS, depths=[1, -1], seed=3,
+    cm = cascade_maps(model, make_score, image, METHODS, depths=[1, -1], seed=3,
                         randomization_seed=7, batch_size=5)
     return model, image, cm
-
-
-def test_check_depths():
-    assert S.check_depths([4, 1, -1, 1], 10) == [1, 4, 10]
-    with pytest.raises(ValueError):
-        S.check_depths([0], 10)
-    with pytest.raises(ValueError):
-        S.check_depths([11], 10)
-    with pytest.raises(ValueError):
-        S.check_depths([], 10)
 
 
 def test_cascade_maps_equal_explaining_each_randomized_copy(cascade):

@@ -6,6 +6,7 @@ import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from xfr.metrics import box_ap, box_mask, higher_is_better
+from xfr.metrics.box_ap import box_scores, interpolated_precision
 
 BOX = (20, 10, 50, 40)  # x1, y1, x2, y2 on a 64x80 map
 
@@ -69,3 +70,24 @@ def test_empty_region_is_nan_and_bad_shapes_raise():
         box_ap(np.random.rand(8, 8), np.zeros((4, 4), bool))
     with pytest.raises(ValueError, match="levels"):
         box_ap(np.random.rand(8, 8), (1, 1, 4, 4), levels=1)
+
+
+def test_interpolated_precision():
+    p = np.array([1.0, 0.5, 0.8, 0.4])
+    r = np.array([0.1, 0.3, 0.6, 1.0])
+    got = interpolated_precision(p, r, np.array([0.0, 0.2, 0.6, 0.7, 1.0]))
+    assert np.allclose(got, [1.0, 0.8, 0.8, 0.4, 0.4])
+    assert np.allclose(interpolated_precision(p, r * 0.5, np.array([0.9])), [0.0])
+
+
+def test_box_scores_perfect_and_inverted_maps():
+    box = (8, 4, 24, 20)
+    inside = np.zeros((32, 32))
+    inside[4:20, 8:24] = 1.0
+    grid = np.linspace(0, 1, 11)
+    good = box_scores(inside, box, grid)
+    assert good["ap"] == pytest.approx(1.0) and good["pointing"] == 1.0
+    assert np.allclose(good["pr"], 1.0)
+    bad = box_scores(1.0 - inside, box, grid)
+    # everything outside first (precision 0), then all pixels: AP = the box's share of the image
+    assert bad["ap"] == pytest.approx(inside.mean()) and bad["pointing"] == 0.0

@@ -148,3 +148,15 @@ def test_clear_errors():
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         deletion(f, image, bad, threshold=0.5)
+
+
+def test_directions_are_declared_once_on_the_function_objects():
+    from xfr.metrics.base import METRICS as registry
+
+    assert registry["insertion_auc"].function is insertion and registry["deletion_auc"].function is deletion
+    # insertion's flip fraction (lower is better) and AUC (higher is better) point different ways,
+    # so the function carries one direction per value and no single one
+    assert insertion.directions == {"flip_fraction": False, "auc": True}
+    assert not hasattr(insertion, "higher_is_better") and deletion.higher_is_better is False
+    for info in registry.values():
+        assert info.function.directions[info.field] is info.higher_is_better

@@ -13,6 +13,7 @@ from xfr.metrics import (
     parameter_layers,
     randomization_test,
 )
+from xfr.metrics.randomization import check_depths
 
 
 class TinyCNN(nn.Module):
@@ -136,3 +137,13 @@ def test_map_ssim_matches_skimage():
     assert map_ssim(a, 3 * a + 2) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="too small"):
         map_ssim(np.ones((2, 2)), np.ones((2, 2)))
+
+
+def test_check_depths():
+    assert check_depths([4, 1, -1, 1], 10) == [1, 4, 10]
+    with pytest.raises(ValueError):
+        check_depths([0], 10)
+    with pytest.raises(ValueError):
+        check_depths([11], 10)
+    with pytest.raises(ValueError):
+        check_depths([], 10)

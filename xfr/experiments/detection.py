@@ -13,17 +13,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..data import DATA_DIR
+from ..faces.windows import downscale, map_box, resize_to, square_window
 from ..io import load_image, to_tensor
-from ..metrics import box_ap, pointing_game
 from ..metrics.base import box_mask
 from ..score import box_iou
+from ..viz import draw_box
 
 WILD_DIR = DATA_DIR / "wild_photos" / "imgs"
 
@@ -73,48 +72,7 @@ def load_photo(name: str, wild_dir: Path = WILD_DIR) -> Tensor:
     return load_image(path)
 
 
-def resize_to(image: Tensor, hw: tuple[int, int]) -> Tensor:
-    shrink = hw[0] < image.shape[1] or hw[1] < image.shape[2]
-    return F.interpolate(image[None], size=tuple(int(v) for v in hw), mode="bilinear",
-                         align_corners=False, antialias=shrink)[0].clamp(0, 1)
-
-
-def downscale(image: Tensor, max_side: int) -> tuple[Tensor, float]:
-    """The image with its long side at most ``max_side`` px, and the scale applied (<= 1)."""
-    h, w = image.shape[1:]
-    s = min(1.0, float(max_side) / max(h, w))
-    if s >= 1.0:
-        return image, 1.0
-    return resize_to(image, (max(1, round(h * s)), max(1, round(w * s)))), s
-
-
 # ----------------------------------------------------------------------------- windows
-def square_window(box: Sequence[float], context: float, hw: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Integer (x1, y1, x2, y2) of a square of side ``context`` x the box's longer side, centred
-    on the box and shifted to lie inside an image of size ``hw`` (clipped when the image is
-    smaller than the square)."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    if x2 <= x1 or y2 <= y1:
-        raise ValueError(f"box must have x2 > x1 and y2 > y1, got {box}")
-    if context <= 0:
-        raise ValueError(f"context must be > 0, got {context}")
-    h, w = hw
-    side = int(round(context * max(x2 - x1, y2 - y1)))
-    side = max(1, min(side, h, w))
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    left = int(round(cx - side / 2))
-    top = int(round(cy - side / 2))
-    left = min(max(left, 0), w - side)
-    top = min(max(top, 0), h - side)
-    return left, top, left + side, top + side
-
-
-def map_box(box: Sequence[float], rect: Sequence[int], size: int) -> Tensor:
-    """A box in photo pixels -> pixels of the window ``rect`` resized to ``size`` x ``size``."""
-    x1, y1, x2, y2 = rect
-    s = size / float(x2 - x1)
-    b = torch.as_tensor(box, dtype=torch.float32)
-    return (b - torch.tensor([x1, y1, x1, y1], dtype=torch.float32)) * s
 
 
 @dataclass
@@ -171,35 +129,9 @@ def face_windows(photo: str, image: Tensor, detector, faces_per_photo: int = 2,
 
 
 # ----------------------------------------------------------------------------- metrics
-def interpolated_precision(precision: np.ndarray, recall: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Interpolated PR curve on a recall grid: the best precision at recall >= r (NaN-free;
-    0 beyond the largest recall reached)."""
-    precision = np.asarray(precision, dtype=np.float64)
-    recall = np.asarray(recall, dtype=np.float64)
-    out = np.zeros(len(grid))
-    for i, r in enumerate(grid):
-        ok = recall >= r - 1e-12
-        out[i] = precision[ok].max() if ok.any() else 0.0
-    return out
-
-
-def box_scores(smap, box, recall_grid: np.ndarray) -> dict:
-    """AP of ``smap`` against ``box`` (exact, every distinct value a threshold), pointing game,
-    and the interpolated precision on ``recall_grid``."""
-    res = box_ap(np.asarray(smap, dtype=np.float64), np.asarray(box, dtype=np.float64))
-    return dict(ap=res.ap, pointing=pointing_game(np.asarray(smap, np.float64), np.asarray(box)),
-                pr=interpolated_precision(res.precision, res.recall, recall_grid))
 
 
 # ----------------------------------------------------------------------------- figures
-def draw_box(rgb: np.ndarray, box, color=(255, 255, 255), scale: int = 1) -> np.ndarray:
-    """A copy of an HxWx3 uint8 image with the rectangle ``box`` (in pixels / ``scale``) drawn."""
-    from PIL import Image, ImageDraw
-
-    img = Image.fromarray(rgb)
-    x1, y1, x2, y2 = (float(v) * scale for v in box)
-    ImageDraw.Draw(img).rectangle([x1, y1, x2 - 1, y2 - 1], outline=color, width=max(1, scale))
-    return np.asarray(img)
 
 
 def fig_photos(photos: Sequence[tuple[str, Tensor, Tensor, Sequence[FaceWindow]]], path,
@@ -224,19 +156,19 @@ def fig_detection(faces: Sequence[FaceWindow], results: Sequence[dict], scores: 
                   title: str, scale: int = 2):
     """MinPlus Fig. 5 layout: per face the window with its detection box, then each method's map
     over it with the box, titled with AP, pointing game, forward passes and seconds."""
-    from ..viz import image_panel, overlay, side_by_side
-    from .expressions import _up, label
+    from ..report import label
+    from ..viz import image_panel, overlay, side_by_side, upscale
 
     panels = []
     for fw, res in zip(faces, results):
         row = [(f"{fw.name}\nMTCNN score {fw.prob:.3f}",
-                draw_box(_up(image_panel(fw.window), scale), fw.box.tolist(), scale=scale))]
+                draw_box(upscale(image_panel(fw.window), scale), fw.box.tolist(), scale=scale))]
         for name, t in res.items():
             sc = scores[(scores.face == fw.name) & (scores.method == label(name))].iloc[0]
             hit = "hit" if sc.pointing_game == 1 else "miss"
             cap = (f"{label(name)} AP {sc.ap:.2f} {hit}\n"
                    f"{t.n_forward} passes, {t.seconds:.0f}s")
-            row.append((cap, draw_box(_up(overlay(fw.window, t.map), scale), fw.box.tolist(),
+            row.append((cap, draw_box(upscale(overlay(fw.window, t.map), scale), fw.box.tolist(),
                                       scale=scale)))
         panels.append(row)
     return side_by_side(panels, path, title=title)

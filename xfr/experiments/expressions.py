@@ -21,28 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..explain import SINGLE_IMAGE_METHODS, lime_explain
 from ..io import load_image
-from ..metrics import stability
-from ..metrics.base import minmax
-from ..report import Timed, timed
-
-# explainer name (xfr.explain.SINGLE_IMAGE_METHODS) -> the name the papers print
-METHOD_LABELS = {
-    "minplus": "MinPlus",
-    "avg": "AVG",
-    "lime": "LIME",
-    "lime-map": "LIME-map",
-    "rise": "RISE",
-    "rise-gauss": "RISEgauss",
-    "s-rise": "S-RISE",
-    "occlusion": "occlusion",
-}
-RANDOM_METHODS = ("lime", "lime-map", "rise", "rise-gauss", "s-rise")
-
-
-def label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+from ..explain.common import minmax
+from ..report import RANDOM_METHODS, Timed, label, timed
+from ..viz import upscale
 
 
 # ----------------------------------------------------------------------------- faces
@@ -91,84 +73,6 @@ def _logits(model, images: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- explainers
-def run_methods(f, image: Tensor, methods: Mapping[str, Mapping], seed: int | None = None,
-                batch_size: int | None = None) -> dict[str, Timed]:
-    """Run each explainer of ``methods`` (name -> keyword arguments; names of
-    :data:`xfr.explain.SINGLE_IMAGE_METHODS`) on ``image`` with the score function ``f``.
-
-    ``seed`` and ``batch_size`` are added to every explainer's arguments (``seed`` only to the
-    random ones) unless given there. When both ``lime`` and ``lime-map`` are asked for with the
-    same arguments they come from one :func:`xfr.explain.lime_explain` run, as in the paper
-    (LIME-map is "the saliency map of LIME"); both rows then carry that run's cost, with
-    ``extras['shared_with']`` naming the other.
-    """
-    out: dict[str, Timed] = {}
-    kwargs = {name: _kwargs(name, methods[name], seed, batch_size) for name in methods}
-    unknown = [n for n in methods if n not in SINGLE_IMAGE_METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; known: {sorted(SINGLE_IMAGE_METHODS)}")
-    shared = "lime" in methods and "lime-map" in methods and kwargs["lime"] == kwargs["lime-map"]
-    for name in methods:
-        if shared and name in ("lime", "lime-map"):
-            if "lime" in out:
-                continue
-            run = timed(lime_explain, f, image, **kwargs["lime"])
-            exp = run.map
-            out["lime"] = Timed(exp.lime_map, run.seconds, run.n_forward,
-                                dict(shared_with="lime-map", r2=exp.r2))
-            out["lime-map"] = Timed(exp.saliency, run.seconds, run.n_forward,
-                                    dict(shared_with="lime", r2=exp.r2))
-            continue
-        out[name] = timed(SINGLE_IMAGE_METHODS[name], f, image, **kwargs[name])
-    return {name: out[name] for name in methods}
-
-
-def _kwargs(name: str, given: Mapping | None, seed: int | None, batch_size: int | None) -> dict:
-    kw = dict(given or {})
-    if seed is not None and name in RANDOM_METHODS:
-        kw.setdefault("seed", int(seed))
-    if batch_size is not None:
-        kw.setdefault("batch_size", int(batch_size))
-    return kw
-
-
-def seed_runs(f, image: Tensor, methods: Mapping[str, Mapping], seeds: Sequence[int],
-              batch_size: int | None = None, first: Mapping[str, Timed] | None = None
-              ) -> dict[str, list[Timed]]:
-    """Maps of each random method for every seed of ``seeds`` (MinPlus Fig. 4). ``first``:
-    results already computed with ``seeds[0]`` (reused, not recomputed)."""
-    runs: dict[str, list[Timed]] = {name: [] for name in methods}
-    for k, s in enumerate(seeds):
-        todo = {n: kw for n, kw in methods.items() if not (k == 0 and first and n in first)}
-        done = run_methods(f, image, todo, seed=s, batch_size=batch_size) if todo else {}
-        for name in methods:
-            runs[name].append(first[name] if k == 0 and first and name in first else done[name])
-    return runs
-
-
-def stability_table(runs: Mapping[str, Sequence[Timed]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per method: mean pairwise Pearson and Spearman and mean pixel std of the min-max
-    normalized maps of the runs (:func:`xfr.metrics.stability`), and the pairwise values
-    (long format: method, run_a, run_b, pearson, spearman)."""
-    summary, pairs = [], []
-    for name, items in runs.items():
-        maps = [minmax(np.asarray(t.map, dtype=np.float64)) for t in items]
-        res = stability(maps)
-        summary.append(dict(method=label(name), runs=len(maps), pearson=res.mean_pearson,
-                            spearman=res.mean_spearman, pixel_std=res.mean_std))
-        for a in range(len(maps)):
-            for b in range(a + 1, len(maps)):
-                pairs.append(dict(method=label(name), run_a=a, run_b=b,
-                                  pearson=res.pearson[a, b], spearman=res.spearman[a, b]))
-    return pd.DataFrame(summary), pd.DataFrame(pairs)
-
-
-def method_row(task: str, method: str, runs: Sequence[Timed], **metrics) -> dict:
-    """One methods.csv row: task, method, the given metrics, mean forward passes and seconds per
-    explained image."""
-    return dict(task=task, method=label(method), **metrics,
-                forward_passes=float(np.mean([t.n_forward for t in runs])),
-                seconds_per_image=float(np.mean([t.seconds for t in runs])))
 
 
 def class_probability(model, image: Tensor, k: int) -> float:
@@ -190,12 +94,12 @@ def fig_methods(faces: Sequence[Tensor], row_titles: Sequence[str],
 
     panels = []
     for face, rt, res in zip(faces, row_titles, results):
-        row = [(rt, _up(image_panel(face), scale))]
+        row = [(rt, upscale(image_panel(face), scale))]
         for name, t in res.items():
             cap = f"{label(name)}\n{t.n_forward} passes, {t.seconds:.1f}s"
             if extra and name in extra:
                 cap += f"\n{extra[name]}"
-            row.append((cap, _up(overlay(face, t.map), scale)))
+            row.append((cap, upscale(overlay(face, t.map), scale)))
         panels.append(row)
     return side_by_side(panels, path, title=title)
 
@@ -210,19 +114,15 @@ def fig_runs(face: Tensor, runs: Mapping[str, Sequence[Timed]], stab: pd.DataFra
     for name, items in runs.items():
         st = stab[stab["method"] == label(name)].iloc[0]
         row = [(f"{label(name)}\nPearson {st.pearson:.2f}\nSpearman {st.spearman:.2f}",
-                _up(image_panel(face), scale))]
+                upscale(image_panel(face), scale))]
         for k, t in enumerate(items):
             run_name = f"seed {seeds[k]}" if name in RANDOM_METHODS else f"run {k + 1}"
-            row.append((f"{label(name)} {run_name}", _up(overlay(face, t.map), scale)))
+            row.append((f"{label(name)} {run_name}", upscale(overlay(face, t.map), scale)))
         std = np.std(np.stack([minmax(np.asarray(t.map, np.float64)) for t in items]), axis=0)
         row.append((f"pixel std (mean {st.pixel_std:.3f})",
-                    _up(to_uint8(colorize(std, "magma", vmin=0.0, vmax=0.5)), scale)))
+                    upscale(to_uint8(colorize(std, "magma", vmin=0.0, vmax=0.5)), scale)))
         panels.append(row)
     return side_by_side(panels, path, title=title)
-
-
-def _up(rgb: np.ndarray, scale: int) -> np.ndarray:
-    return rgb if scale <= 1 else np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
 
 
 # ----------------------------------------------------------------------------- MinPlus parts
@@ -243,12 +143,12 @@ def fig_minplus_parts(image: Tensor, parts, path, title: str, scale: int = 1):
     from ..explain.common import gaussian_smooth
     from ..viz import colorize, image_panel, overlay, side_by_side, to_uint8
 
-    row = [("face", _up(image_panel(image), scale))]
+    row = [("face", upscale(image_panel(image), scale))]
     for name, m in zip(("H0- (Alg. 1)", "H1- (Alg. 2)", "H0+ (Alg. 3)", "H1+ (Alg. 4)"), parts.as_list()):
         sm = gaussian_smooth(m.double(), parts.width).numpy()
         lim = float(np.abs(sm).max()) or 1.0
         raw = m.numpy()
         row.append((f"{name}\nraw min {raw.min():+.2f} max {raw.max():+.2f}",
-                    _up(to_uint8(colorize(sm, "RdBu_r", vmin=-lim, vmax=lim)), scale)))
-    row.append(("MinPlus (eqs. 11-13)", _up(overlay(image, combine_minplus(parts)), scale)))
+                    upscale(to_uint8(colorize(sm, "RdBu_r", vmin=-lim, vmax=lim)), scale)))
+    row.append(("MinPlus (eqs. 11-13)", upscale(overlay(image, combine_minplus(parts)), scale)))
     return side_by_side([row], path, title=title)

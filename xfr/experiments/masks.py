@@ -307,8 +307,8 @@ def mask_window(name: str, image: Tensor, image_box: Tensor, cls: int, window_de
     the detector misses) with the score eq. 4 gives it at IoU >= ``fallback_iou``, and None only
     when that score is 0. ``source`` labels such a kept box (a matched detection is labelled
     "detection")."""
+    from ..faces.windows import map_box, resize_to, square_window
     from ..score import box_iou
-    from .detection import map_box, resize_to, square_window
 
     rect = square_window(image_box.tolist(), context, tuple(image.shape[1:]))
     x1, y1, x2, y2 = rect
@@ -424,19 +424,18 @@ def fig_faces(faces: Sequence[MaskFace], results: Sequence[Mapping], scores: pd.
     """MinPlus Fig. 6 layout: per face the window with the explained box, then each method's map
     over it with the box, titled with the AP against the box, pointing game, forward passes and
     seconds. ``scores``: rows with columns face, method, ap, pointing_game."""
-    from ..viz import image_panel, overlay, side_by_side
-    from .detection import draw_box
-    from .expressions import _up, label
+    from ..report import label
+    from ..viz import draw_box, image_panel, overlay, side_by_side, upscale
 
     panels = []
     for k, (fw, res) in enumerate(zip(faces, results)):
         cap = captions[k] if captions is not None else _face_caption(fw)
-        row = [(cap, draw_box(_up(image_panel(fw.window), scale), fw.box.tolist(), scale=scale))]
+        row = [(cap, draw_box(upscale(image_panel(fw.window), scale), fw.box.tolist(), scale=scale))]
         for name, t in res.items():
             sc = scores[(scores.face == fw.name) & (scores.method == label(name))].iloc[0]
             hit = "hit" if sc.pointing_game == 1 else "miss"
             row.append((f"{label(name)} AP {sc.ap:.2f} {hit}\n{t.n_forward} passes, {t.seconds:.0f}s",
-                        draw_box(_up(overlay(fw.window, t.map), scale), fw.box.tolist(), scale=scale)))
+                        draw_box(upscale(overlay(fw.window, t.map), scale), fw.box.tolist(), scale=scale)))
         panels.append(row)
     return side_by_side(panels, path, title=title)
 
@@ -446,8 +445,7 @@ def fig_images(rows: Sequence[tuple[str, Tensor, Tensor, Tensor, Sequence[MaskFa
     """The images with every detection (green: with mask, red: without, orange: worn
     incorrectly) and the explained windows (yellow). ``rows``: (name, image, boxes, classes,
     faces)."""
-    from ..viz import image_panel, side_by_side
-    from .detection import draw_box
+    from ..viz import draw_box, image_panel, side_by_side
 
     colors = {0: (0, 200, 0), 1: (230, 0, 0), 2: (255, 140, 0)}
     panels, row = [], []
@@ -471,9 +469,7 @@ def fig_pixels(fw: MaskFace, smap, path, quantile: float = 0.85, title: str | No
     (orange); true positive (in both), false positive (map only) and false negative (box only)
     pixels, with that threshold's precision and recall."""
     from ..metrics.base import box_mask
-    from ..viz import image_panel, overlay, side_by_side
-    from .detection import draw_box
-    from .expressions import _up
+    from ..viz import draw_box, image_panel, overlay, side_by_side, upscale
 
     m = np.asarray(smap, dtype=np.float64)
     thr = float(np.quantile(m, quantile))
@@ -490,11 +486,11 @@ def fig_pixels(fw: MaskFace, smap, path, quantile: float = 0.85, title: str | No
     shape = rgb.copy()
     shape[on] = (255, 150, 0)
     panels = [[("window, detected box (blue)",
-                draw_box(_up(image_panel(fw.window), scale), fw.box.tolist(), (40, 90, 255), scale)),
-               ("saliency map", draw_box(_up(overlay(fw.window, m), scale), fw.box.tolist(), (40, 90, 255), scale)),
+                draw_box(upscale(image_panel(fw.window), scale), fw.box.tolist(), (40, 90, 255), scale)),
+               ("saliency map", draw_box(upscale(overlay(fw.window, m), scale), fw.box.tolist(), (40, 90, 255), scale)),
                (f"map >= its {quantile:.0%} quantile (orange)",
-                draw_box(_up(shape, scale), fw.box.tolist(), (40, 90, 255), scale)),
-               (f"TP green, FP red, FN blue\nprecision {prec:.2f}, recall {rec:.2f}", _up(lab, scale))]]
+                draw_box(upscale(shape, scale), fw.box.tolist(), (40, 90, 255), scale)),
+               (f"TP green, FP red, FN blue\nprecision {prec:.2f}, recall {rec:.2f}", upscale(lab, scale))]]
     return side_by_side(panels, path, title=title, panel_inches=2.4)
 
 

@@ -18,79 +18,13 @@ masks, the uneven coverage of a finite mask set shows in both maps whatever the 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-
 import numpy as np
 import pandas as pd
-import torch
 from torch import Tensor
 
-from ..metrics import cascading_randomization, map_ssim, parameter_layers, spearman
-from .expressions import RANDOM_METHODS, label, run_methods
-
-
-@dataclass
-class CascadeMaps:
-    """Maps of one image under the trained model (depth 0) and after randomizing the top
-    ``depth`` layers, for each method."""
-
-    layers: list[str]  # all randomizable layers, output side first
-    depths: list[int]  # depths explained (0 = trained)
-    maps: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # method -> depth -> map
-    scores: dict[int, float] = field(default_factory=dict)  # depth -> f(image) of that model
-    n_forward: dict[str, list[int]] = field(default_factory=dict)  # method -> per map
-    seconds: dict[str, list[float]] = field(default_factory=dict)
-    other_seed: dict[str, np.ndarray] = field(default_factory=dict)  # trained map, seed + 1
-
-    def layer_at(self, depth: int) -> str:
-        return "none (trained)" if depth == 0 else self.layers[depth - 1]
-
-
-def check_depths(depths: Sequence[int], n_layers: int) -> list[int]:
-    """Sorted distinct depths in 1..n_layers (a clear error otherwise); -1 means all layers."""
-    out = sorted({n_layers if int(d) == -1 else int(d) for d in depths})
-    bad = [d for d in out if not 1 <= d <= n_layers]
-    if bad or not out:
-        raise ValueError(f"depths must be in 1..{n_layers} (or -1 for all layers), got {list(depths)}")
-    return out
-
-
-def cascade_maps(model: torch.nn.Module, make_score: Callable[[torch.nn.Module], Callable],
-                 image: Tensor, methods: Mapping[str, Mapping], depths: Sequence[int],
-                 seed: int = 0, randomization_seed: int = 0, batch_size: int | None = None,
-                 layers: Sequence[str] | None = None, other_seed: bool = True) -> CascadeMaps:
-    """Explain ``image`` with ``make_score(model)`` for the trained model and for every depth of
-    ``depths`` of the cascading randomization (``randomization_seed``); each method of
-    ``methods`` (:func:`run_methods`) with explainer seed ``seed``. With ``other_seed``, the
-    random methods are also run once more on the trained model with seed ``seed + 1``."""
-    names = list(parameter_layers(model) if layers is None else layers)
-    wanted = check_depths(depths, len(names))
-    out = CascadeMaps(layers=names, depths=[0] + wanted)
-    out.maps = {m: {} for m in methods}
-    out.n_forward = {m: [] for m in methods}
-    out.seconds = {m: [] for m in methods}
-
-    def explain(net: torch.nn.Module, depth: int) -> None:
-        f = make_score(net)
-        out.scores[depth] = float(f(image[None])[0])
-        for name, t in run_methods(f, image, methods, seed=seed, batch_size=batch_size).items():
-            out.maps[name][depth] = np.asarray(t.map, dtype=np.float64)
-            out.n_forward[name].append(t.n_forward)
-            out.seconds[name].append(t.seconds)
-        if depth == 0 and other_seed:
-            rnd = {n: kw for n, kw in methods.items() if n in RANDOM_METHODS}
-            if rnd:
-                for name, t in run_methods(f, image, rnd, seed=seed + 1, batch_size=batch_size).items():
-                    out.other_seed[name] = np.asarray(t.map, dtype=np.float64)
-
-    explain(model, 0)
-    for depth, (_, randomized) in enumerate(
-            cascading_randomization(model, names[:max(wanted)], seed=randomization_seed), start=1):
-        if depth in wanted:
-            randomized.eval()
-            explain(randomized, depth)
-    return out
+from ..metrics import map_ssim, spearman
+from ..metrics.randomization import CascadeMaps
+from ..report import label
 
 
 def curves(task: str, cm: CascadeMaps) -> pd.DataFrame:
@@ -138,19 +72,18 @@ def summary_rows(task: str, cm: CascadeMaps, table: pd.DataFrame) -> list[dict]:
 def fig_cascade(image: Tensor, cm: CascadeMaps, table: pd.DataFrame, path, title: str, scale: int = 1):
     """S-RISE Fig. 2 / CMS Fig. 8 layout: per method the trained map and the maps after
     randomizing the top k layers, titled with Spearman and SSIM against the trained map."""
-    from ..viz import image_panel, overlay, side_by_side
-    from .expressions import _up
+    from ..viz import image_panel, overlay, side_by_side, upscale
 
     panels = []
     for name, by_depth in cm.maps.items():
-        row = [(label(name), _up(image_panel(image), scale))]
+        row = [(label(name), upscale(image_panel(image), scale))]
         for depth in cm.depths:
             sub = table[(table.method == label(name)) & (table.comparison == "same_seed")
                         & (table.depth == depth)].iloc[0]
             cap = (f"trained, f = {cm.scores[0]:.3f}" if depth == 0 else
                    f"top {depth} random, f = {cm.scores[depth]:.3f}\n"
                    f"rho {sub.spearman:+.2f}, SSIM {sub.ssim:.2f}")
-            row.append((cap, _up(overlay(image, by_depth[depth]), scale)))
+            row.append((cap, upscale(overlay(image, by_depth[depth]), scale)))
         panels.append(row)
     return side_by_side(panels, path, title=title)
 

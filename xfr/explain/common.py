@@ -137,8 +137,15 @@ def gaussian_blur(smap: Tensor, ksize: int, std: float) -> Tensor:
     return (ay @ smap.to(torch.float64) @ ax.T).float()
 
 
-def minmax(smap: Tensor) -> Tensor:
-    """(D - min) / (max - min) (MinPlus eq. 13); a constant map becomes all zeros."""
+def minmax(smap):
+    """(D - min) / (max - min) (MinPlus eq. 13); a constant map becomes all zeros. A tensor gives
+    a float32 tensor (computed in float64), an array a float64 array."""
+    if not isinstance(smap, Tensor):
+        a = np.asarray(smap)
+        lo_a, hi_a = float(a.min()), float(a.max())
+        if hi_a - lo_a <= 0:
+            return np.zeros_like(a, dtype=np.float64)
+        return (a - lo_a) / (hi_a - lo_a)
     smap = smap.to(torch.float64)
     lo, hi = smap.min(), smap.max()
     if not torch.isfinite(hi - lo) or hi - lo <= 0:

@@ -1,9 +1,8 @@
 """The metric registry: every metric's name, direction (higher is better?) and where it lives.
 
-Quantus-style: each metric declares whether a higher value is better, so that tables and
-``dvc metrics diff`` can be read without knowing the papers. Functions that return one main value
-carry the attribute ``higher_is_better`` too; functions returning several values (a deletion
-curve gives a flip fraction *and* an AUC) are described by one entry per value here.
+Quantus-style: each metric declares whether a higher value is better, once, with the decorator
+:func:`declares` on the function that computes it, so that tables and ``dvc metrics diff`` can be
+read without knowing the papers. :data:`METRICS` holds the function objects.
 """
 from __future__ import annotations
 
@@ -21,50 +20,36 @@ F = TypeVar("F", bound=Callable)
 class MetricInfo:
     name: str
     higher_is_better: bool
-    function: str  # "module:function" that computes it
+    function: Callable  # the function that computes it
     field: str  # attribute of the function's result holding the per-image value
     paper: str  # where it is defined
 
 
+# name -> MetricInfo; filled by the @declares decorators of the metric modules, which importing
+# any of xfr.metrics (the package imports them all) runs.
 METRICS: dict[str, MetricInfo] = {}
 
 
-def _register(name, higher, function, field, paper):
-    METRICS[name] = MetricInfo(name, higher, function, field, paper)
+def declares(name: str, *, higher: bool, field: str, paper: str) -> Callable[[F], F]:
+    """Decorator: register one value that the function computes (its result's ``field``) as the
+    metric ``name`` with its direction, once, here. Stack it for functions that compute several
+    values (a deletion curve gives a flip fraction and an AUC). The function gets
+    ``fn.directions`` (field -> higher is better) and, when all its values point the same way,
+    ``fn.higher_is_better``."""
 
+    def wrap(fn: F) -> F:
+        if name in METRICS and METRICS[name].function is not fn:
+            raise ValueError(f"metric {name!r} is declared twice")
+        METRICS[name] = MetricInfo(name, higher, fn, field, paper)
+        directions = {**getattr(fn, "directions", {}), field: higher}
+        fn.directions = directions  # type: ignore[attr-defined]
+        if len(set(directions.values())) == 1:
+            fn.higher_is_better = higher  # type: ignore[attr-defined]
+        elif hasattr(fn, "higher_is_better"):
+            del fn.higher_is_better  # type: ignore[attr-defined]
+        return fn
 
-_register("deletion_flip", False, "xfr.metrics.deletion:deletion", "flip_fraction",
-          "S-RISE §3.3: #removed pixels / #all pixels until the decision changes")
-_register("insertion_flip", False, "xfr.metrics.deletion:insertion", "flip_fraction",
-          "S-RISE §3.3: #added pixels / #all pixels until the decision is reached")
-_register("deletion_auc", False, "xfr.metrics.deletion:deletion", "auc",
-          "Petsiuk et al. 2018 (RISE) deletion AUC; survey §2.5 'hiding game'")
-_register("insertion_auc", True, "xfr.metrics.deletion:insertion", "auc",
-          "Petsiuk et al. 2018 (RISE) insertion AUC; survey §2.5")
-_register("box_ap", True, "xfr.metrics.box_ap:box_ap", "ap",
-          "MinPlus §3.4, Fig. 7, Table 1: AP of the thresholded map against the detected box")
-_register("average_drop", True, "xfr.metrics.confidence:confidence_metrics", "drop",
-          "CMS eq. 11 with negative explanation images (eq. 9): higher is better")
-_register("increase_in_confidence", False, "xfr.metrics.confidence:confidence_metrics",
-          "increase", "CMS eq. 12")
-_register("win", True, "xfr.metrics.confidence:confidence_metrics", "win", "CMS eq. 13")
-_register("pointing_game", True, "xfr.metrics.pointing:pointing_game", "hit",
-          "survey §2.5 (Zhang et al. 2018): saliency maximum inside the ground truth")
-_register("energy_pointing_game", True, "xfr.metrics.pointing:energy_pointing_game", "energy",
-          "survey §2.5 (Wang et al. 2020): share of the map's mass inside the ground truth")
-_register("cscore", True, "xfr.metrics.cscore:cscore", "C",
-          "X-Maps eqs. 1-3: probability that the verification decision is correct")
-_register("stability_pearson", True, "xfr.metrics.stability:stability", "mean_pearson",
-          "MinPlus Fig. 4: agreement of maps from different seeds")
-_register("stability_spearman", True, "xfr.metrics.stability:stability", "mean_spearman",
-          "MinPlus Fig. 4")
-_register("stability_std", False, "xfr.metrics.stability:stability", "mean_std",
-          "MinPlus Fig. 4: mean pixel-wise std across runs")
-_register("randomization_spearman", False, "xfr.metrics.randomization:randomization_test",
-          "spearman", "Adebayo et al. 2018; S-RISE §4.2; CMS §4.1.3: similarity to the map of "
-          "a randomized model (low = the explainer depends on the weights)")
-_register("randomization_ssim", False, "xfr.metrics.randomization:randomization_test", "ssim",
-          "Adebayo et al. 2018")
+    return wrap
 
 
 def higher_is_better(name: str) -> bool:
@@ -72,16 +57,6 @@ def higher_is_better(name: str) -> bool:
     if name not in METRICS:
         raise KeyError(f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}")
     return METRICS[name].higher_is_better
-
-
-def declares(higher: bool) -> Callable[[F], F]:
-    """Decorator: set ``fn.higher_is_better``."""
-
-    def wrap(fn: F) -> F:
-        fn.higher_is_better = higher  # type: ignore[attr-defined]
-        return fn
-
-    return wrap
 
 
 # ----------------------------------------------------------------------------- input helpers
@@ -127,11 +102,3 @@ def box_mask(box, shape: tuple[int, int]) -> np.ndarray:
     cols = np.arange(w) + 0.5
     rows = np.arange(h) + 0.5
     return ((rows[:, None] >= y1) & (rows[:, None] <= y2)) & ((cols[None] >= x1) & (cols[None] <= x2))
-
-
-def minmax(a: np.ndarray) -> np.ndarray:
-    """(a - min) / (max - min); a constant map becomes all zeros."""
-    lo, hi = float(a.min()), float(a.max())
-    if hi - lo <= 0:
-        return np.zeros_like(a, dtype=np.float64)
-    return (a - lo) / (hi - lo)

@@ -32,7 +32,8 @@ def _ap(precision: np.ndarray, recall: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-@declares(higher=True)
+@declares('box_ap', higher=True, field='ap',
+          paper='MinPlus §3.4, Fig. 7, Table 1: AP of the thresholded map against the detected box')
 def box_ap(saliency, region, levels: int | None = None) -> BoxAPResult:
     """AP of ``saliency`` [H,W] against ``region`` (a box ``(x1, y1, x2, y2)`` or a boolean mask).
 
@@ -67,3 +68,25 @@ def box_ap(saliency, region, levels: int | None = None) -> BoxAPResult:
     precision = tp / predicted
     recall = tp / n_pos
     return BoxAPResult(_ap(precision, recall), precision, recall, thresholds)
+
+
+def interpolated_precision(precision: np.ndarray, recall: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Interpolated PR curve on a recall grid: the best precision at recall >= r (NaN-free;
+    0 beyond the largest recall reached)."""
+    precision = np.asarray(precision, dtype=np.float64)
+    recall = np.asarray(recall, dtype=np.float64)
+    out = np.zeros(len(grid))
+    for i, r in enumerate(grid):
+        ok = recall >= r - 1e-12
+        out[i] = precision[ok].max() if ok.any() else 0.0
+    return out
+
+
+def box_scores(smap, box, recall_grid: np.ndarray) -> dict:
+    """AP of ``smap`` against ``box`` (exact, every distinct value a threshold), pointing game,
+    and the interpolated precision on ``recall_grid``."""
+    from .pointing import pointing_game
+
+    res = box_ap(np.asarray(smap, dtype=np.float64), np.asarray(box, dtype=np.float64))
+    return dict(ap=res.ap, pointing=pointing_game(np.asarray(smap, np.float64), np.asarray(box)),
+                pr=interpolated_precision(res.precision, res.recall, recall_grid))

@@ -117,7 +117,12 @@ def explanation_scores(f: ScoreFn, image: Tensor, heatmaps: np.ndarray, batch_si
     return float(res.scores[0]), res.scores[1:].numpy().astype(np.float64), res.n_forward
 
 
-@declares(higher=True)
+@declares('average_drop', higher=True, field='drop',
+          paper='CMS eq. 11 with negative explanation images (eq. 9): higher is better')
+@declares('increase_in_confidence', higher=False, field='increase',
+          paper='CMS eq. 12')
+@declares('win', higher=True, field='win',
+          paper='CMS eq. 13')
 def confidence_metrics(
     f: ScoreFn,
     images: Sequence[Tensor],

@@ -188,7 +188,8 @@ class CScoreResult:
         return float(self.correct.mean())
 
 
-@declares(higher=True)
+@declares('cscore', higher=True, field='C',
+          paper='X-Maps eqs. 1-3: probability that the verification decision is correct')
 def cscore(distances, same, n_folds: int = 10, folds=None, bins: int = 400,
            range: tuple[float, float] = (0.0, 2.0), class_balanced: bool = False,
            empty_bins: str = "drop") -> CScoreResult:

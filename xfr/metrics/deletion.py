@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..engine import Fill, ScoreFn, check_image, perturb
-from .base import as_map
+from .base import as_map, declares
 
 
 class SaliencyOrderMasks:
@@ -141,6 +141,10 @@ def _curve(f, image, saliency, mode, threshold, step, fill, batch_size, progress
     )
 
 
+@declares('deletion_flip', higher=False, field='flip_fraction',
+          paper='S-RISE §3.3: #removed pixels / #all pixels until the decision changes')
+@declares('deletion_auc', higher=False, field='auc',
+          paper="Petsiuk et al. 2018 (RISE) deletion AUC; survey §2.5 'hiding game'")
 def deletion(
     f: ScoreFn,
     image: Tensor,
@@ -162,6 +166,10 @@ def deletion(
     return _curve(f, image, saliency, "deletion", threshold, step, fill, batch_size, progress)
 
 
+@declares('insertion_flip', higher=False, field='flip_fraction',
+          paper='S-RISE §3.3: #added pixels / #all pixels until the decision is reached')
+@declares('insertion_auc', higher=True, field='auc',
+          paper='Petsiuk et al. 2018 (RISE) insertion AUC; survey §2.5')
 def insertion(
     f: ScoreFn,
     image: Tensor,
@@ -181,5 +189,3 @@ def insertion(
     return _curve(f, image, saliency, "insertion", threshold, step, fill, batch_size, progress)
 
 
-deletion.higher_is_better = False  # type: ignore[attr-defined]
-insertion.higher_is_better = False  # type: ignore[attr-defined]  (flip fraction; AUC: see METRICS)

@@ -22,7 +22,8 @@ def _grow(region: np.ndarray, tolerance: float) -> np.ndarray:
     return dist <= tolerance
 
 
-@declares(higher=True)
+@declares('pointing_game', higher=True, field='hit',
+          paper='survey §2.5 (Zhang et al. 2018): saliency maximum inside the ground truth')
 def pointing_game(saliency, region, tolerance: float = 0.0) -> float:
     """1.0 if the saliency maximum lies in ``region`` (within ``tolerance`` px), 0.0 if not,
     NaN if the region is empty."""
@@ -35,7 +36,8 @@ def pointing_game(saliency, region, tolerance: float = 0.0) -> float:
     return float(np.all(gt[at_max]))
 
 
-@declares(higher=True)
+@declares('energy_pointing_game', higher=True, field='energy',
+          paper="survey §2.5 (Wang et al. 2020): share of the map's mass inside the ground truth")
 def energy_pointing_game(saliency, region) -> float:
     """Sum of the positive saliency inside ``region`` / sum over the image (NaN: empty region or a
     map without positive values)."""

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from skimage.metrics import structural_similarity
+from torch import Tensor
 
-from .base import as_map, minmax
+from ..explain.common import minmax
+from .base import as_map, declares
 from .stability import spearman
 
 
@@ -99,6 +101,10 @@ class RandomizationResult:
     maps: list[np.ndarray] = field(repr=False)
 
 
+@declares('randomization_spearman', higher=False, field='spearman',
+          paper='Adebayo et al. 2018; S-RISE §4.2; CMS §4.1.3: similarity to the map of a randomized model (low = the explainer depends on the weights)')
+@declares('randomization_ssim', higher=False, field='ssim',
+          paper='Adebayo et al. 2018')
 def randomization_test(
     model: torch.nn.Module,
     explain: Callable[[torch.nn.Module], object],
@@ -125,4 +131,68 @@ def randomization_test(
     )
 
 
-randomization_test.higher_is_better = False  # type: ignore[attr-defined]
+
+
+@dataclass
+class CascadeMaps:
+    """Maps of one image under the trained model (depth 0) and after randomizing the top
+    ``depth`` layers, for each method."""
+
+    layers: list[str]  # all randomizable layers, output side first
+    depths: list[int]  # depths explained (0 = trained)
+    maps: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # method -> depth -> map
+    scores: dict[int, float] = field(default_factory=dict)  # depth -> f(image) of that model
+    n_forward: dict[str, list[int]] = field(default_factory=dict)  # method -> per map
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    other_seed: dict[str, np.ndarray] = field(default_factory=dict)  # trained map, seed + 1
+
+    def layer_at(self, depth: int) -> str:
+        return "none (trained)" if depth == 0 else self.layers[depth - 1]
+
+
+def check_depths(depths: Sequence[int], n_layers: int) -> list[int]:
+    """Sorted distinct depths in 1..n_layers (a clear error otherwise); -1 means all layers."""
+    out = sorted({n_layers if int(d) == -1 else int(d) for d in depths})
+    bad = [d for d in out if not 1 <= d <= n_layers]
+    if bad or not out:
+        raise ValueError(f"depths must be in 1..{n_layers} (or -1 for all layers), got {list(depths)}")
+    return out
+
+
+def cascade_maps(model: torch.nn.Module, make_score: Callable[[torch.nn.Module], Callable],
+                 image: Tensor, methods: Mapping[str, Mapping], depths: Sequence[int],
+                 seed: int = 0, randomization_seed: int = 0, batch_size: int | None = None,
+                 layers: Sequence[str] | None = None, other_seed: bool = True) -> CascadeMaps:
+    """Explain ``image`` with ``make_score(model)`` for the trained model and for every depth of
+    ``depths`` of the cascading randomization (``randomization_seed``); each method of
+    ``methods`` (:func:`run_methods`) with explainer seed ``seed``. With ``other_seed``, the
+    random methods are also run once more on the trained model with seed ``seed + 1``."""
+    from ..report import RANDOM_METHODS, run_methods
+
+    names = list(parameter_layers(model) if layers is None else layers)
+    wanted = check_depths(depths, len(names))
+    out = CascadeMaps(layers=names, depths=[0] + wanted)
+    out.maps = {m: {} for m in methods}
+    out.n_forward = {m: [] for m in methods}
+    out.seconds = {m: [] for m in methods}
+
+    def explain(net: torch.nn.Module, depth: int) -> None:
+        f = make_score(net)
+        out.scores[depth] = float(f(image[None])[0])
+        for name, t in run_methods(f, image, methods, seed=seed, batch_size=batch_size).items():
+            out.maps[name][depth] = np.asarray(t.map, dtype=np.float64)
+            out.n_forward[name].append(t.n_forward)
+            out.seconds[name].append(t.seconds)
+        if depth == 0 and other_seed:
+            rnd = {n: kw for n, kw in methods.items() if n in RANDOM_METHODS}
+            if rnd:
+                for name, t in run_methods(f, image, rnd, seed=seed + 1, batch_size=batch_size).items():
+                    out.other_seed[name] = np.asarray(t.map, dtype=np.float64)
+
+    explain(model, 0)
+    for depth, (_, randomized) in enumerate(
+            cascading_randomization(model, names[:max(wanted)], seed=randomization_seed), start=1):
+        if depth in wanted:
+            randomized.eval()
+            explain(randomized, depth)
+    return out

@@ -45,7 +45,12 @@ class StabilityResult:
     mean_std: float  # mean of std_map
 
 
-@declares(higher=True)
+@declares('stability_pearson', higher=True, field='mean_pearson',
+          paper='MinPlus Fig. 4: agreement of maps from different seeds')
+@declares('stability_spearman', higher=True, field='mean_spearman',
+          paper='MinPlus Fig. 4')
+@declares('stability_std', higher=False, field='mean_std',
+          paper='MinPlus Fig. 4: mean pixel-wise std across runs')
 def stability(maps) -> StabilityResult:
     """Agreement of ``maps`` ([k,H,W] or a list of k maps, k >= 2) from k runs of one explainer."""
     if isinstance(maps, (np.ndarray, torch.Tensor)) and maps.ndim == 3:
