@@ -58,3 +58,12 @@ def test_stability_table_identical_and_different_maps():
     assert s.loc["MinPlus", "pixel_std"] == pytest.approx(0.0, abs=1e-6)
     assert s.loc["RISE", "pearson"] < 0.5 and s.loc["RISE", "pixel_std"] > 0.1
     assert len(pairs[pairs.method == "RISE"]) == 3  # 3 runs -> 3 pairs
+
+
+def test_flatten_metrics_joins_nested_keys():
+    nested = {"rise": {"box_ap": 0.5, "stability": {"pearson": 1.0}}, "lime_map": {"box_ap": 0.25},
+              "n_faces": 3, "ranking": ["a", "b"], "empty": {}}
+    assert R.flatten_metrics(nested) == {"rise_box_ap": 0.5, "rise_stability_pearson": 1.0,
+                                         "lime_map_box_ap": 0.25, "n_faces": 3, "ranking": ["a", "b"],
+                                         "empty": {}}
+    assert R.flatten_metrics({"a": {"b": 1}}, sep="/") == {"a/b": 1}

@@ -43,10 +43,24 @@ def _clean(value):
 
 
 def write_metrics(out_dir: str | Path, metrics: dict, name: str = "metrics.json") -> Path:
-    """Write ``metrics`` as sorted, rounded JSON (NaN -> null) for ``dvc metrics``."""
+    """Write ``metrics`` (nested dicts: stage -> method -> value, never keys built by joining
+    strings) as sorted, rounded JSON (NaN -> null) for ``dvc metrics``."""
     path = Path(out_dir) / name
     path.write_text(json.dumps(_clean(metrics), indent=2, sort_keys=True) + "\n")
     return path
+
+
+def flatten_metrics(metrics: Mapping, sep: str = "_", prefix: str = "") -> dict:
+    """Nested metrics -> one level, keys joined with ``sep`` (``{"rise": {"box_ap": 1}}`` ->
+    ``{"rise_box_ap": 1}``); for comparing with flat metrics files and for tables."""
+    out: dict = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_metrics(value, sep, name))
+        else:
+            out[name] = value
+    return out
 
 
 def write_csv(out_dir: str | Path, name: str, frame: pd.DataFrame) -> Path:
