@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from xfr.engine import CountingScore, apply_masks, perturb
+from xfr.engine import Counting, CountingScore, apply_masks, perturb
 
 
 def linear_f(weights):
@@ -68,3 +68,24 @@ def test_inference_mode_inside_f():
         return x.mean((1, 2, 3))
     perturb(f, torch.rand(3, 4, 4), torch.ones(3, 4, 4))
     assert seen and all(seen)
+
+
+def test_counting_wraps_embedders_without_checking_and_keeps_outputs():
+    """One counter for score functions and embedders: [N, D] outputs pass unchecked, are kept
+    with ``keep``, and ``reset`` zeroes the counts."""
+    emb = Counting(lambda x: x.flatten(1)[:, :4], keep=True)
+    a, b = emb(torch.rand(3, 3, 4, 4)), emb(torch.rand(2, 3, 4, 4))
+    assert a.shape == (3, 4) and emb.n_forward == 5 and emb.n_calls == 2 and emb.seconds > 0
+    assert len(emb.outputs) == 2 and emb.outputs[1] is b
+    emb.reset()
+    assert (emb.n_forward, emb.n_calls, emb.seconds, emb.outputs) == (0, 0, 0.0, [])
+    with pytest.raises(ValueError, match="one score per image"):
+        CountingScore(lambda x: x.flatten(1)[:, :4])(torch.rand(3, 3, 4, 4))
+    assert isinstance(CountingScore(lambda x: x.mean((1, 2, 3))), Counting)
+
+
+def test_perturb_counts_through_a_counting_embedder():
+    """A score built on a counting embedder: the embedder sees every perturbed image once."""
+    emb = Counting(lambda x: x.flatten(1)[:, :4])
+    res = perturb(lambda x: emb(x).sum(1), torch.rand(3, 5, 5), torch.ones(7, 5, 5), batch_size=3)
+    assert res.n_forward == emb.n_forward == 7 and emb.n_calls == 3

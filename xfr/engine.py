@@ -40,21 +40,45 @@ Fill = float | str | Tensor
 
 
 @dataclass
-class CountingScore:
-    """Wraps a score function, checks its output and counts forward passes and time inside f."""
+class Counting:
+    """Wraps any batched callable ``f(images [N,...])`` (a score function returning [N], an
+    embedder returning [N, D]) and counts forward passes (images), calls and the seconds spent
+    inside f. With ``keep`` every output is also appended to ``outputs`` (e.g. the embeddings of
+    the occluded images that a score built on them has seen)."""
 
-    f: ScoreFn
+    f: Callable[[Tensor], Tensor]
     n_forward: int = 0
     n_calls: int = 0
     seconds: float = 0.0
+    keep: bool = False
+    outputs: list = field(default_factory=list, repr=False)
 
     def __call__(self, images: Tensor) -> Tensor:
         t0 = time.perf_counter()
         out = self.f(images)
         self.seconds += time.perf_counter() - t0
         self.n_calls += 1
-        self.n_forward += images.shape[0]
-        return check_scores(out, images.shape[0])
+        self.n_forward += int(images.shape[0])
+        out = self.check(out, images.shape[0])
+        if self.keep:
+            self.outputs.append(out)
+        return out
+
+    def check(self, out, n: int):
+        """Hook for validating f's output (none here; :class:`CountingScore` checks scores)."""
+        return out
+
+    def reset(self) -> None:
+        """Zero the counts and drop the kept outputs."""
+        self.n_forward, self.n_calls, self.seconds = 0, 0, 0.0
+        self.outputs = []
+
+
+class CountingScore(Counting):
+    """Wraps a score function, checks its output and counts forward passes and time inside f."""
+
+    def check(self, out, n: int) -> Tensor:
+        return check_scores(out, n)
 
 
 def check_scores(out, n: int) -> Tensor:

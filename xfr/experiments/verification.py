@@ -8,28 +8,26 @@
 - X-Maps (Knoche et al. 2023) Fig. 2 (C-Score, eqs. 1-3), Figs. 3-4 (methods I-III), Fig. 5
   (cut-and-paste) and Fig. 6 (sensitivity to patch size, blur, colour and shape).
 
-Everything here is glue around :mod:`xfr.explain`, :mod:`xfr.metrics` and :mod:`xfr.models`:
-detection and alignment of the LFW images once per run (:func:`align_faces`), pair tables and
-thresholds, triplet selection, synthetic occluders, a prefix-sum S-RISE that gives the maps of
-several mask counts from one run (:func:`srise_prefix_maps`), a single-patch-size X-Map with a
-configurable occluder (:func:`xmap_single`), and the figure panels.
+Everything here is glue around :mod:`xfr.explain`, :mod:`xfr.metrics`, :mod:`xfr.faces` and
+:mod:`xfr.models`: pair tables and thresholds, triplet selection, the runners of the method
+comparison and of Table 1, and the figure panels. Detection and alignment (once per run) are
+:func:`xfr.faces.align.align_faces`, the synthetic occluders :mod:`xfr.faces.occluders`, the
+prefix-sum S-RISE :func:`xfr.explain.srise.srise_prefix_maps` and the single-occluder X-Map
+:func:`xfr.explain.xmaps.xmap_single`.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..engine import CountingScore, Fill, check_image, perturb
-from ..explain.common import gaussian_blur
-from ..explain.masks import PatchMasks, SRiseMasks, xmaps_positions
+from ..explain.srise import srise_prefix_maps
+from ..faces.align import AlignedFaces
 from ..score import unit_embeddings
 
 # S-RISE Table 1 (Lu & Ebrahimi): iterations (= masks) -> (deletion, insertion), lower is better.
@@ -44,119 +42,6 @@ PAPER_SRISE_TABLE1 = {
 def identity_of(path: str | Path) -> str:
     """LFW identity from a file name ``First_Last_0001.jpg``."""
     return Path(path).stem.rsplit("_", 1)[0]
-
-
-# ----------------------------------------------------------------------------- counting models
-class CountingEmbedder:
-    """An embedder ``images -> [N, D]`` that counts the images it embeds (forward passes) and the
-    seconds spent inside; S-RISE and X-Maps take the embedder, not a score function."""
-
-    def __init__(self, model):
-        self.model = model
-        self.n_forward = 0
-        self.seconds = 0.0
-
-    def __call__(self, images: Tensor) -> Tensor:
-        t0 = time.perf_counter()
-        out = self.model(images)
-        self.seconds += time.perf_counter() - t0
-        self.n_forward += int(images.shape[0])
-        return out
-
-    def reset(self) -> None:
-        self.n_forward, self.seconds = 0, 0.0
-
-
-# ----------------------------------------------------------------------------- alignment
-@dataclass
-class AlignedFaces:
-    """Aligned face chips of a list of images, detected and aligned once per run."""
-
-    paths: list[Path]
-    chips: Tensor  # [N, 3, S, S] float in [0, 1] on the model's template
-    landmarks: Tensor  # [N, 5, 2] MTCNN landmarks in chip pixels (x, y)
-    size: int
-    missing: list[str] = field(default_factory=list)  # images without a detected face
-    seconds: float = 0.0
-
-    def __post_init__(self):
-        self.index = {Path(p): i for i, p in enumerate(self.paths)}
-
-    def __contains__(self, path) -> bool:
-        return Path(path) in self.index
-
-    def chip(self, path, size: int | None = None) -> Tensor:
-        """The chip of ``path`` [3, S, S], resized to ``size`` x ``size`` (antialiased bilinear)."""
-        c = self.chips[self.index[Path(path)]]
-        return resize_chips(c[None], size)[0] if size and size != self.size else c.clone()
-
-    def chips_at(self, size: int | None = None) -> Tensor:
-        return resize_chips(self.chips, size) if size and size != self.size else self.chips
-
-    def landmarks_of(self, path, size: int | None = None) -> np.ndarray:
-        """Landmarks [5, 2] of ``path`` in the pixels of a ``size`` chip (pixel centres at ints)."""
-        lm = self.landmarks[self.index[Path(path)]].double().numpy()
-        if size and size != self.size:
-            lm = (lm + 0.5) * size / self.size - 0.5
-        return lm
-
-
-def resize_chips(chips: Tensor, size: int | None) -> Tensor:
-    """[N,3,S,S] -> [N,3,size,size] (antialiased bilinear; unchanged when size is None or S)."""
-    if size is None or chips.shape[-1] == size:
-        return chips
-    return F.interpolate(chips, size=(size, size), mode="bilinear", antialias=True,
-                         align_corners=False).clamp(0, 1)
-
-
-def align_faces(paths: Sequence[Path], mtcnn, template: str = "dlib150", pad: int = 100,
-                detect_scale: float = 0.5, batch: int = 16, progress: bool = False) -> AlignedFaces:
-    """MTCNN + 5-point alignment of every image in ``paths``, once.
-
-    The tight 350x350 LFW crops are edge-padded by ``pad`` px (so MTCNN sees the whole head and
-    chips reaching past the crop get its edge, as in scripts/eval_human_models.py). MTCNN runs on
-    a copy downscaled by ``detect_scale`` (antialiased, padded by ``pad * detect_scale``; faster),
-    its landmarks are mapped back, and the chip is warped onto ``template`` from the padded
-    full-resolution image. Images without a face are listed in ``missing``; images of the same
-    size are detected in batches.
-    """
-    from ..io import load_image
-    from ..models.align import alignment_matrix, get_template, transform_points, warp_affine
-    from ..models.detect import largest_face
-
-    if not 0 < detect_scale <= 1:
-        raise ValueError(f"detect_scale must be in (0, 1], got {detect_scale}")
-    tpl = get_template(template)
-    pad_s = int(round(pad * detect_scale))
-    t0 = time.perf_counter()
-    kept, chips, lms, missing = [], [], [], []
-    paths = [Path(p) for p in paths]
-    for start in range(0, len(paths), batch):
-        chunk = paths[start:start + batch]
-        full, small = [], []
-        for p in chunk:
-            img = load_image(p)[None]
-            full.append(F.pad(img, (pad,) * 4, mode="replicate")[0])
-            if detect_scale != 1:
-                img = F.interpolate(img, scale_factor=detect_scale, mode="bilinear",
-                                    antialias=True, align_corners=False).clamp(0, 1)
-            small.append(F.pad(img, (pad_s,) * 4, mode="replicate")[0])
-        for p, img, det in zip(chunk, full, mtcnn.detect(small)):
-            k = largest_face(det)
-            if k is None:
-                missing.append(p.name)
-                continue
-            # small padded pixel -> original pixel -> full padded pixel (pixel centres at ints)
-            lm = (det.landmarks[k].double().numpy() - pad_s + 0.5) / detect_scale - 0.5 + pad
-            mat = alignment_matrix(lm, tpl)
-            chips.append(warp_affine(img, mat, tpl.size).clamp(0, 1))
-            lms.append(torch.from_numpy(transform_points(mat, lm)).float())
-            kept.append(p)
-        if progress:
-            print(f"aligned {min(start + batch, len(paths))}/{len(paths)} images "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    return AlignedFaces(kept, torch.stack(chips), torch.stack(lms), tpl.size, missing,
-                        time.perf_counter() - t0)
 
 
 def embed_chips(embedder, chips: Tensor, batch_size: int = 64) -> Tensor:
@@ -264,241 +149,6 @@ def failed_verification(table: pd.DataFrame, images: Sequence[Path], threshold: 
             if mates:
                 return "no_error_closest_imposter", (probe, mates[0], other), float(row.similarity)
     raise ValueError("the model makes no error on these pairs and no imposter has a mate")
-
-
-# ----------------------------------------------------------------------------- occluders
-def _polygon_alpha(hw: tuple[int, int], shapes: Sequence[tuple[str, list]], supersample: int = 4
-                   ) -> Tensor:
-    """Anti-aliased coverage [H, W] in [0, 1] of polygons / ellipses given in pixel coordinates
-    (pixel centres at integers): ("polygon", [(x, y), ...]) or ("ellipse", [cx, cy, rx, ry])."""
-    from PIL import Image, ImageDraw
-
-    h, w = hw
-    k = supersample
-    canvas = Image.new("L", (w * k, h * k), 0)
-    draw = ImageDraw.Draw(canvas)
-    to = lambda x, y: ((x + 0.5) * k, (y + 0.5) * k)  # noqa: E731
-    for kind, spec in shapes:
-        if kind == "polygon":
-            draw.polygon([to(x, y) for x, y in spec], fill=255)
-        elif kind == "ellipse":
-            cx, cy, rx, ry = spec
-            x0, y0 = to(cx - rx, cy - ry)
-            x1, y1 = to(cx + rx, cy + ry)
-            draw.ellipse([x0, y0, x1, y1], fill=255)
-        else:
-            raise ValueError(f"unknown shape {kind!r}")
-    arr = np.asarray(canvas, dtype=np.float64).reshape(h, k, w, k).mean(axis=(1, 3)) / 255.0
-    return torch.from_numpy(arr).float()
-
-
-def _face_frame(landmarks: np.ndarray):
-    """Eye centre, eye distance, unit 'right' (along the eyes) and 'down' vectors, and the
-    distances of the nose and the mouth below the eyes, from 5 MTCNN landmarks."""
-    lm = np.asarray(landmarks, dtype=np.float64)
-    eyes = lm[:2][np.argsort(lm[:2, 0])]
-    mouth = lm[3:5]
-    eye_c = eyes.mean(0)
-    right = eyes[1] - eyes[0]
-    eye_dist = float(np.linalg.norm(right))
-    if eye_dist <= 0:
-        raise ValueError("degenerate landmarks: both eyes at the same place")
-    right = right / eye_dist
-    down = np.array([-right[1], right[0]])
-    if down @ (mouth.mean(0) - eye_c) < 0:
-        down = -down
-    nose_d = float((lm[2] - eye_c) @ down)
-    mouth_d = float((mouth.mean(0) - eye_c) @ down)
-    return eye_c, eye_dist, right, down, nose_d, mouth_d
-
-
-def surgical_mask_alpha(hw: tuple[int, int], landmarks: np.ndarray) -> Tensor:
-    """Coverage [H, W] of a surgical-mask-like polygon over nose and mouth, placed from the 5
-    landmarks: from halfway between the eyes and the nose tip down to about the chin, as wide as
-    the face (1.05 eye distances on each side of the face's centre line)."""
-    c, e, r, d, nose_d, mouth_d = _face_frame(landmarks)
-    top = 0.45 * nose_d
-    chin = mouth_d + 0.95 * e
-    pts = [(-1.05, top + 0.06 * e), (-0.5, top), (0.0, top - 0.06 * e), (0.5, top),
-           (1.05, top + 0.06 * e), (1.1, mouth_d), (0.7, chin - 0.15 * e), (0.0, chin),
-           (-0.7, chin - 0.15 * e), (-1.1, mouth_d)]
-    poly = [tuple(c + u * e * r + v * d) for u, v in pts]
-    return _polygon_alpha(hw, [("polygon", poly)])
-
-
-def sunglasses_alpha(hw: tuple[int, int], landmarks: np.ndarray) -> Tensor:
-    """Coverage [H, W] of sunglasses: an ellipse over each eye (0.45 x 0.3 eye distances) and a
-    bridge between them."""
-    c, e, r, d, _, _ = _face_frame(landmarks)
-    lm = np.asarray(landmarks, dtype=np.float64)
-    shapes = [("ellipse", [float(x), float(y), 0.45 * e, 0.3 * e]) for x, y in lm[:2]]
-    bridge = [c + s * 0.3 * e * r + t * 0.05 * e * d for s, t in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
-    shapes.append(("polygon", [tuple(p) for p in bridge]))
-    return _polygon_alpha(hw, shapes)
-
-
-def paste(image: Tensor, alpha: Tensor, colour: Sequence[float] | Tensor) -> Tensor:
-    """``image`` with ``colour`` (an RGB triple or an image [3,H,W]) pasted where ``alpha`` > 0:
-    alpha * colour + (1 - alpha) * image."""
-    img = check_image(image)
-    col = torch.as_tensor(colour, dtype=img.dtype)
-    if col.dim() == 1:
-        col = col[:, None, None]
-    return (alpha[None] * col + (1 - alpha[None]) * img).clamp(0, 1)
-
-
-def occlude(image: Tensor, landmarks: np.ndarray, kind: str) -> tuple[Tensor, Tensor]:
-    """(occluded image, occluder coverage) for ``kind`` "mask" (light-blue surgical mask) or
-    "sunglasses" (near-black)."""
-    hw = tuple(image.shape[-2:])
-    if kind == "mask":
-        alpha = surgical_mask_alpha(hw, landmarks)
-        return paste(image, alpha, (0.62, 0.78, 0.92)), alpha
-    if kind == "sunglasses":
-        alpha = sunglasses_alpha(hw, landmarks)
-        return paste(image, alpha, (0.06, 0.06, 0.07)), alpha
-    raise ValueError(f"occluder kind must be 'mask' or 'sunglasses', got {kind!r}")
-
-
-def eye_region(hw: tuple[int, int], landmarks: np.ndarray) -> Tensor:
-    """Binary [H, W] band around both eyes (0.6 eye distances beyond each eye, 0.35 above and
-    below), the region cut and pasted in X-Maps Fig. 5 a)."""
-    c, e, r, d, _, _ = _face_frame(landmarks)
-    pts = [c + u * e * r + v * e * d for u, v in ((-1.1, -0.35), (1.1, -0.35), (1.1, 0.35),
-                                                   (-1.1, 0.35))]
-    return (_polygon_alpha(hw, [("polygon", [tuple(p) for p in pts])], supersample=1) > 0.5).float()
-
-
-def cut_and_paste(target: Tensor, source: Tensor, region: Tensor) -> Tensor:
-    """X-Maps §4.3: ``target`` with the co-located ``region`` (binary [H, W]) copied from
-    ``source`` (aligned chips of the same size)."""
-    t, s = check_image(target), check_image(source)
-    if t.shape != s.shape:
-        raise ValueError(f"target {tuple(t.shape)} and source {tuple(s.shape)} differ in shape")
-    return torch.where(region[None] > 0.5, s, t)
-
-
-# ----------------------------------------------------------------------------- S-RISE
-@dataclass
-class PrefixMaps:
-    """S-RISE maps of several mask counts from one run (see :func:`srise_prefix_maps`)."""
-
-    maps: dict[int, Tensor]  # (1/N) sum_{i<N} s_i M_i, the paper's H (un-normalized)
-    centered: dict[int, Tensor]  # (1/N) sum_{i<N} (s_i - mean_{j<N} s_j) M_i (diagnostic)
-    n_forward: int
-    seconds: float
-
-
-def srise_prefix_maps(f, image: Tensor, counts: Sequence[int], n_patches: int = 100,
-                      kernel: int = 40, sigma: float = 7.0, fill: Fill = 0.0, seed: int = 0,
-                      batch_size: int = 64, progress: bool = False) -> PrefixMaps:
-    """Un-normalized S-RISE maps (1/N) sum_{i<N} f(X o M_i) M_i (§3.2.2 steps 4-5) for every N in
-    ``counts`` from one run over max(counts) masks.
-
-    Mask i depends only on (seed, i) (:class:`xfr.explain.masks.SRiseMasks`), so the map of the
-    first N masks is exactly ``xfr.explain.srise(f, image, n_masks=N, normalize=False, ...)``;
-    the larger counts reuse the forward passes of the smaller ones.
-
-    Also returns the *centered* maps (1/N) sum (s_i - s_bar) M_i, the same sum without the
-    term s_bar * (1/N) sum M_i: the mask density, whose random spatial fluctuation dominates the
-    paper's H when the scores s_i vary little around their mean s_bar (a diagnostic, not in the
-    paper; for a min-max normalized map it is the only difference)."""
-    img = check_image(image)
-    counts = sorted({int(c) for c in counts})
-    if not counts or counts[0] < 1:
-        raise ValueError(f"mask counts must be positive integers, got {counts}")
-    hw = (img.shape[1], img.shape[2])
-    masks = SRiseMasks(hw, counts[-1], n_patches, kernel, sigma, seed=seed)
-    totals = {c: torch.zeros(hw[0] * hw[1], dtype=torch.float64) for c in counts}
-    density = {c: torch.zeros(hw[0] * hw[1], dtype=torch.float64) for c in counts}
-    score_sum = {c: 0.0 for c in counts}
-
-    def on_batch(m: Tensor, s: Tensor, start: int) -> None:
-        flat = m.reshape(m.shape[0], -1).to(torch.float64)
-        w = s.to(torch.float64)
-        for c in counts:
-            k = min(max(c - start, 0), len(w))
-            if k:
-                totals[c] += w[:k] @ flat[:k]
-                density[c] += flat[:k].sum(dim=0)
-                score_sum[c] += float(w[:k].sum())
-
-    counted = f if isinstance(f, CountingScore) else CountingScore(f)
-    t0 = time.perf_counter()
-    res = perturb(counted, img, masks, fill=fill, batch_size=batch_size, progress=progress,
-                  on_batch=on_batch, desc="s-rise")
-    maps = {c: (totals[c] / c).reshape(hw).float() for c in counts}
-    centered = {c: ((totals[c] - score_sum[c] / c * density[c]) / c).reshape(hw).float()
-                for c in counts}
-    return PrefixMaps(maps, centered, res.n_forward, time.perf_counter() - t0)
-
-
-# ----------------------------------------------------------------------------- X-Maps
-class _Embeddings:
-    def __init__(self, embed):
-        self.embed = embed
-        self.features: list[Tensor] = []
-
-    def __call__(self, images: Tensor) -> Tensor:
-        e = self.embed(images)
-        self.features.append(e)
-        return e[:, 0]
-
-
-def xmap_single(embedder, image1: Tensor, image2: Tensor, patch: int, stride: int = 5,
-                fill: Fill = 0.0, kind: str = "square", std: float | None = None,
-                blur: bool = False, batch_size: int = 64) -> tuple[Tensor, float]:
-    """X-Map of method III (eq. 8) for one occluder, for the sensitivity study (X-Maps Fig. 6).
-
-    Occluders at the positions of Algorithm 1 (``floor((H - p) / s)`` per axis): ``kind``
-    "square" (a p x p patch, the paper's) or "gaussian" (a Gaussian of standard deviation
-    ``std``, peak 1, centred in the square: a round occluder with soft edges); ``fill`` is the
-    occluder's colour (a number, "mean", or an image such as noise). Returns (S / p^2 of eqs.
-    9-10 with one patch size, the unoccluded distance); with ``blur`` the map is blurred with an
-    s x s kernel of sigma s and scaled to [-1, 1] by its largest absolute value, as
-    :func:`xfr.explain.xmaps` does."""
-    a, b = check_image(image1), check_image(image2)
-    if a.shape != b.shape:
-        raise ValueError(f"both images must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    hw = (a.shape[1], a.shape[2])
-    if patch < 1 or patch > min(hw) - stride:
-        raise ValueError(f"patch {patch} with stride {stride} does not fit a {hw} image")
-    masks = PatchMasks(hw, xmaps_positions(hw[0], patch, stride),
-                       xmaps_positions(hw[1], patch, stride), patch, kind=kind, std=std)
-    embed = unit_embeddings(embedder)
-    with torch.inference_mode():
-        e = embed(torch.stack([a, b]))
-    d_orig = float(1.0 - e[0] @ e[1])
-    feats = []
-    for img in (a, b):
-        col = _Embeddings(embed)
-        perturb(col, img, masks, fill=fill, batch_size=batch_size, desc="x-map")
-        feats.append(torch.cat(col.features))
-    d = 1.0 - (feats[0] * feats[1]).sum(dim=1)
-    total = torch.zeros(hw[0] * hw[1], dtype=torch.float64)
-    for start in range(0, len(masks), 256):
-        idx = np.arange(start, min(start + 256, len(masks)))
-        m = masks.removal(idx).reshape(len(idx), -1).to(torch.float64)
-        total += (d[idx].to(torch.float64) - d_orig) @ m
-    s = (total / len(masks)).reshape(hw) / (patch * patch)
-    if blur:
-        s = gaussian_blur(s, stride, float(stride))
-        peak = s.abs().max()
-        s = s / peak if peak > 0 else torch.zeros(hw, dtype=torch.float64)
-    return s.float(), d_orig
-
-
-def scale_signed(smap: Tensor) -> Tensor:
-    """A signed map divided by its largest absolute value (X-Maps' scaling to [-1, 1])."""
-    peak = smap.abs().max()
-    return (smap / peak).float() if peak > 0 else torch.zeros(smap.shape)
-
-
-def pearson(a: Tensor, b: Tensor) -> float:
-    x = a.double().flatten() - a.double().mean()
-    y = b.double().flatten() - b.double().mean()
-    den = float(x.norm() * y.norm())
-    return float(x @ y) / den if den > 0 else float("nan")
 
 
 def region_means(smap: Tensor, region: Tensor, threshold: float = 0.5) -> tuple[float, float]:
@@ -774,11 +424,8 @@ def fmt(x: float, digits: int = 3) -> str:
 
 
 __all__ = [
-    "PAPER_SRISE_TABLE1", "identity_of", "CountingEmbedder", "AlignedFaces", "resize_chips",
-    "align_faces", "embed_chips", "pair_table", "accuracy_at", "trend_holds", "make_triplets",
-    "failed_verification", "surgical_mask_alpha", "sunglasses_alpha", "paste", "occlude",
-    "eye_region", "cut_and_paste", "PrefixMaps", "srise_prefix_maps", "overlay_fixed",
-    "explain_face", "flip_metrics", "run_table1", "summarize_table1", "cscore_figure",
-    "table1_figure", "MethodRun", "xmap_single", "scale_signed", "pearson",
-    "region_means", "map_grid", "fmt",
+    "PAPER_SRISE_TABLE1", "identity_of", "embed_chips", "pair_table", "accuracy_at",
+    "trend_holds", "make_triplets", "failed_verification", "overlay_fixed", "explain_face",
+    "flip_metrics", "run_table1", "summarize_table1", "cscore_figure", "table1_figure",
+    "MethodRun", "region_means", "map_grid", "fmt",
 ]

@@ -12,12 +12,14 @@ Reading: a mask is the clipped sum of its patches (the paper does not say how pa
 """
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..engine import Fill, ScoreFn, perturb
+from ..engine import Fill, ScoreFn, check_image, perturb
 from ..score import unit_embeddings
 from .common import WeightedMaskSum, as_counting, check_float, check_int, check_seed, joint_minmax, minmax, prepare
 from .masks import SRiseMasks
@@ -138,4 +140,58 @@ def srise_triplet(embedder, probe: Tensor, mate: Tensor, nonmate: Tensor, n_mask
     return SRiseTriplet(pm, mm, pn, nn_, float(e[0] @ e[1]), float(e[0] @ e[2]))
 
 
-__all__ = ["srise", "srise_pair", "srise_triplet", "SRiseTriplet"]
+@dataclass
+class PrefixMaps:
+    """S-RISE maps of several mask counts from one run (see :func:`srise_prefix_maps`)."""
+
+    maps: dict[int, Tensor]  # (1/N) sum_{i<N} s_i M_i, the paper's H (un-normalized)
+    centered: dict[int, Tensor]  # (1/N) sum_{i<N} (s_i - mean_{j<N} s_j) M_i (diagnostic)
+    n_forward: int
+    seconds: float
+
+
+def srise_prefix_maps(f, image: Tensor, counts: Sequence[int], n_patches: int = 100,
+                      kernel: int = 40, sigma: float = 7.0, fill: Fill = 0.0, seed: int = 0,
+                      batch_size: int = 64, progress: bool = False) -> PrefixMaps:
+    """Un-normalized S-RISE maps (1/N) sum_{i<N} f(X o M_i) M_i (§3.2.2 steps 4-5) for every N in
+    ``counts`` from one run over max(counts) masks.
+
+    Mask i depends only on (seed, i) (:class:`xfr.explain.masks.SRiseMasks`), so the map of the
+    first N masks is exactly ``xfr.explain.srise(f, image, n_masks=N, normalize=False, ...)``;
+    the larger counts reuse the forward passes of the smaller ones.
+
+    Also returns the *centered* maps (1/N) sum (s_i - s_bar) M_i, the same sum without the
+    term s_bar * (1/N) sum M_i: the mask density, whose random spatial fluctuation dominates the
+    paper's H when the scores s_i vary little around their mean s_bar (a diagnostic, not in the
+    paper; for a min-max normalized map it is the only difference)."""
+    img = check_image(image)
+    counts = sorted({int(c) for c in counts})
+    if not counts or counts[0] < 1:
+        raise ValueError(f"mask counts must be positive integers, got {counts}")
+    hw = (img.shape[1], img.shape[2])
+    masks = SRiseMasks(hw, counts[-1], n_patches, kernel, sigma, seed=seed)
+    totals = {c: torch.zeros(hw[0] * hw[1], dtype=torch.float64) for c in counts}
+    density = {c: torch.zeros(hw[0] * hw[1], dtype=torch.float64) for c in counts}
+    score_sum = {c: 0.0 for c in counts}
+
+    def on_batch(m: Tensor, s: Tensor, start: int) -> None:
+        flat = m.reshape(m.shape[0], -1).to(torch.float64)
+        w = s.to(torch.float64)
+        for c in counts:
+            k = min(max(c - start, 0), len(w))
+            if k:
+                totals[c] += w[:k] @ flat[:k]
+                density[c] += flat[:k].sum(dim=0)
+                score_sum[c] += float(w[:k].sum())
+
+    counted = as_counting(f)
+    t0 = time.perf_counter()
+    res = perturb(counted, img, masks, fill=fill, batch_size=batch_size, progress=progress,
+                  on_batch=on_batch, desc="s-rise")
+    maps = {c: (totals[c] / c).reshape(hw).float() for c in counts}
+    centered = {c: ((totals[c] - score_sum[c] / c * density[c]) / c).reshape(hw).float()
+                for c in counts}
+    return PrefixMaps(maps, centered, res.n_forward, time.perf_counter() - t0)
+
+
+__all__ = ["srise", "srise_pair", "srise_triplet", "SRiseTriplet", "PrefixMaps", "srise_prefix_maps"]

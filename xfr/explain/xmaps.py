@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..engine import Fill, perturb
+from ..engine import Counting, Fill, check_image, perturb
 from ..score import unit_embeddings
 from .common import check_int, gaussian_blur, prepare
 from .masks import PatchMasks, xmaps_positions
@@ -42,26 +42,23 @@ class XMaps:
     raw2: Tensor
 
 
-class _Collect:
-    """Score function (cosine distance to a fixed embedding) that keeps the embeddings."""
-
-    def __init__(self, embed, other: Tensor):
-        self.embed = embed
-        self.other = other
-        self.features: list[Tensor] = []
-
-    def __call__(self, images: Tensor) -> Tensor:
-        e = self.embed(images)
-        self.features.append(e)
-        return 1.0 - e @ self.other
+def _occluders(hw: tuple[int, int], patch: int, stride: int, kind: str = "square",
+               std: float | None = None) -> PatchMasks:
+    """Occluders at the positions of Algorithm 1 (``floor((H - p) / s)`` per axis): ``kind``
+    "square" (a p x p patch, the paper's) or "gaussian" (a Gaussian of standard deviation
+    ``std``, peak 1, centred in the square)."""
+    return PatchMasks(hw, xmaps_positions(hw[0], patch, stride), xmaps_positions(hw[1], patch, stride),
+                      patch, kind=kind, std=std)
 
 
 def _occluded_embeddings(embed, image: Tensor, other: Tensor, masks: PatchMasks, fill,
-                         batch_size, progress) -> Tensor:
-    col = _Collect(embed, other)
-    perturb(col, image, masks, fill=fill, batch_size=batch_size, progress=progress,
-            desc="x-maps")
-    return torch.cat(col.features)
+                         batch_size, progress, desc: str = "x-maps") -> Tensor:
+    """Unit embeddings [N, D] of ``image`` under each occluder of ``masks`` (the engine scores
+    the cosine distance to ``other``; the counting wrapper keeps the embeddings)."""
+    col = Counting(embed, keep=True)
+    perturb(lambda images: 1.0 - col(images) @ other, image, masks, fill=fill,
+            batch_size=batch_size, progress=progress, desc=desc)
+    return torch.cat(col.outputs)
 
 
 def _weighted_masks(weights: Tensor, masks: PatchMasks, chunk: int = 256) -> Tensor:
@@ -74,9 +71,10 @@ def _weighted_masks(weights: Tensor, masks: PatchMasks, chunk: int = 256) -> Ten
     return (total / len(masks)).reshape(masks.hw)
 
 
-def _scale(s: Tensor) -> Tensor:
-    peak = s.abs().max()
-    return (s / peak).float() if peak > 0 else torch.zeros(s.shape)
+def scale_signed(smap: Tensor) -> Tensor:
+    """A signed map divided by its largest absolute value (X-Maps' scaling to [-1, 1])."""
+    peak = smap.abs().max()
+    return (smap / peak).float() if peak > 0 else torch.zeros(smap.shape)
 
 
 def xmaps_methods(
@@ -90,9 +88,12 @@ def xmaps_methods(
     blur: bool = True,
     batch_size: int = 64,
     progress: bool = False,
+    kind: str = "square",
+    std: float | None = None,
 ) -> dict[int, XMaps]:
     """X-Maps of several methods from one set of occluded embeddings (the methods differ only
-    in which distances they take): {method: XMaps}."""
+    in which distances they take): {method: XMaps}. ``kind``: the occluder, "square" (the
+    paper's p x p patch) or "gaussian" (standard deviation ``std``, see :func:`_occluders`)."""
     methods = tuple(methods)
     if not methods or any(m not in (1, 2, 3) for m in methods):
         raise ValueError(f"methods must be a non-empty subset of (1, 2, 3) (X-Maps eqs. 6-8), "
@@ -121,8 +122,7 @@ def xmaps_methods(
     acc = {m: [torch.zeros(hw, dtype=torch.float64), torch.zeros(hw, dtype=torch.float64)]
            for m in methods}
     for p in sizes:
-        masks = PatchMasks(hw, xmaps_positions(hw[0], p, stride), xmaps_positions(hw[1], p, stride),
-                           p, kind="square")
+        masks = _occluders(hw, p, stride, kind, std)
         f1 = _occluded_embeddings(embed, a, e2, masks, fill, batch_size, progress)
         f2 = _occluded_embeddings(embed, b, e1, masks, fill, batch_size, progress)
         for m in methods:
@@ -142,7 +142,7 @@ def xmaps_methods(
         if blur:
             o1 = gaussian_blur(o1, stride, float(stride))
             o2 = gaussian_blur(o2, stride, float(stride))
-        out[m] = XMaps(_scale(o1), _scale(o2), m, d_orig, s1.float(), s2.float())
+        out[m] = XMaps(scale_signed(o1), scale_signed(o2), m, d_orig, s1.float(), s2.float())
     return out
 
 
@@ -157,10 +157,45 @@ def xmaps(
     blur: bool = True,
     batch_size: int = 64,
     progress: bool = False,
+    kind: str = "square",
+    std: float | None = None,
 ) -> XMaps:
     """X-Maps of a pair of aligned faces (same size); ``embedder``: images -> embeddings [N,D].
     Forward passes: 2 + 2 sum_p floor((H - p)/s) floor((W - p)/s)."""
     if method not in (1, 2, 3):
         raise ValueError(f"method must be 1, 2 or 3 (X-Maps eqs. 6-8), got {method!r}")
     return xmaps_methods(embedder, image1, image2, (method,), patch_sizes, stride, fill, blur,
-                         batch_size, progress)[method]
+                         batch_size, progress, kind=kind, std=std)[method]
+
+
+def xmap_single(embedder, image1: Tensor, image2: Tensor, patch: int, stride: int = 5,
+                fill: Fill = 0.0, kind: str = "square", std: float | None = None,
+                blur: bool = False, batch_size: int = 64) -> tuple[Tensor, float]:
+    """X-Map of method III (eq. 8) for one occluder, for the sensitivity study (X-Maps Fig. 6).
+
+    Occluders at the positions of Algorithm 1 (``floor((H - p) / s)`` per axis): ``kind``
+    "square" (a p x p patch, the paper's) or "gaussian" (a Gaussian of standard deviation
+    ``std``, peak 1, centred in the square: a round occluder with soft edges); ``fill`` is the
+    occluder's colour (a number, "mean", or an image such as noise). Returns (S / p^2 of eqs.
+    9-10 with one patch size, the unoccluded distance); with ``blur`` the map is blurred with an
+    s x s kernel of sigma s and scaled to [-1, 1] by its largest absolute value, as
+    :func:`xfr.explain.xmaps` does. Same occluded embeddings as :func:`xmaps_methods`; the
+    distance differences d_i - d_orig are taken in float64 here."""
+    a, b = check_image(image1), check_image(image2)
+    if a.shape != b.shape:
+        raise ValueError(f"both images must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    hw = (a.shape[1], a.shape[2])
+    if patch < 1 or patch > min(hw) - stride:
+        raise ValueError(f"patch {patch} with stride {stride} does not fit a {hw} image")
+    masks = _occluders(hw, patch, stride, kind, std)
+    embed = unit_embeddings(embedder)
+    with torch.inference_mode():
+        e = embed(torch.stack([a, b]))
+    d_orig = float(1.0 - e[0] @ e[1])
+    f1 = _occluded_embeddings(embed, a, e[1], masks, fill, batch_size, False, desc="x-map")
+    f2 = _occluded_embeddings(embed, b, e[0], masks, fill, batch_size, False, desc="x-map")
+    d = 1.0 - (f1 * f2).sum(dim=1)  # eq. 8
+    s = _weighted_masks(d.to(torch.float64) - d_orig, masks) / (patch * patch)
+    if blur:
+        s = scale_signed(gaussian_blur(s, stride, float(stride)))
+    return s.float(), d_orig
