@@ -429,3 +429,8 @@ __all__ = [
     "flip_metrics", "run_table1", "summarize_table1", "cscore_figure", "table1_figure",
     "MethodRun", "region_means", "map_grid", "fmt",
 ]
+
+
+def slug(name: str) -> str:
+    """A variant's name as a metrics key: ``"eq.10 combined"`` -> ``"eq10_combined"``."""
+    return name.replace(" ", "_").replace(".", "").replace("(", "").replace(")", "")
