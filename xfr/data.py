@@ -160,3 +160,86 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ----------------------------------------------------------------------------- study tables
+# Face tables of the make-up bias study (CMS paper §5.2, :mod:`xfr.experiments.bias`): CelebA and
+# UTKFace listings with gender labels, sampled per group, and images loaded as one batch.
+from collections.abc import Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from .io import load_image  # noqa: E402
+
+
+def _require(df: pd.DataFrame, cols: Sequence[str], name: str = "frame") -> None:
+    """Raises ValueError unless ``df`` is a DataFrame with the columns ``cols``."""
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} lacks column(s) {missing}; it has {list(df.columns)}")
+
+
+def sample_per_group(df: pd.DataFrame, by: Sequence[str], per_group: int | None, seed: int = 0
+                     ) -> pd.DataFrame:
+    """``per_group`` rows (or all of a smaller group) of each group of ``by``, seeded, in the
+    frame's order; None keeps every row."""
+    by = [by] if isinstance(by, str) else list(by)
+    _require(df, by)
+    if per_group is None:
+        return df.reset_index(drop=True)
+    if per_group < 1:
+        raise ValueError(f"per-group sample size must be >= 1 (or None for all), got {per_group}")
+    parts = [g.sample(min(per_group, len(g)), random_state=seed) for _, g in df.groupby(by, sort=True)]
+    return pd.concat(parts).sort_index().reset_index(drop=True)
+
+
+def celeba_table(n: int | None = None, seed: int = 0, root=None) -> pd.DataFrame:
+    """CelebA faces (``xfr.data.celeba()``): ``path``, ``face`` id, ``dataset``, ``gender``
+    ('female'/'male' from ``Male``), ``makeup`` (``Heavy_Makeup``) and the 40 attributes.
+    ``n``: None for all, else about n faces balanced over gender x make-up (n // 4 per group, or
+    all of a smaller group: the 1,000-image subset has only 3 men labelled Heavy_Makeup)."""
+    df = celeba(root) if root is not None else celeba()
+    if df.empty:
+        raise ValueError("no CelebA images found: run `python -m xfr.data` to assemble data/")
+    df = df.copy()
+    df.insert(1, "face", ["celeba/" + p.stem for p in df["path"]])
+    df.insert(2, "dataset", "celeba")
+    df.insert(3, "gender", np.where(df["Male"], "male", "female"))
+    df.insert(4, "makeup", df["Heavy_Makeup"].astype(bool))
+    if n is not None:
+        if n < 4:
+            raise ValueError(f"n must be >= 4 (one face per gender x make-up group) or None, got {n}")
+        df = sample_per_group(df, ["gender", "makeup"], n // 4, seed)
+    return df
+
+
+def utkface_table(per_cell: int | None = None, seed: int = 0, min_age: int = 0, root=None
+                  ) -> pd.DataFrame:
+    """UTKFace balanced faces: ``path``, ``face``, ``dataset``, ``gender``, ``race`` (name),
+    ``age``; faces of ``min_age`` years or older (the balanced set is 43% under 18, 70% of the
+    Asian men), then ``per_cell`` faces per gender x race (None: all)."""
+    df = utkface(root) if root is not None else utkface()
+    if df.empty:
+        raise ValueError("no UTKFace images found: run `python -m xfr.data` to assemble data/")
+    df = df[df["age"] >= int(min_age)]
+    if df.empty:
+        raise ValueError(f"no UTKFace face is {min_age} years or older")
+    df = sample_per_group(df, ["gender", "race"], per_cell, seed)
+    return pd.DataFrame({
+        "path": df["path"], "face": ["utkface/" + p.name.split(".")[0] for p in df["path"]],
+        "dataset": "utkface", "gender": np.where(df["gender"] == 1, "female", "male"),
+        "race": [UTK_RACES[int(r)] for r in df["race"]], "age": df["age"],
+    })
+
+
+def load_batch(paths: Sequence) -> Tensor:
+    """Images of equal size as one float tensor [N,3,H,W]."""
+    imgs = [load_image(p) for p in paths]
+    shapes = {tuple(i.shape) for i in imgs}
+    if len(shapes) != 1:
+        raise ValueError(f"images of different sizes {sorted(shapes)}: score them separately")
+    return torch.stack(imgs)

@@ -211,3 +211,67 @@ def detection_score(detector, box: Sequence[float] | Tensor, cls: int | None = N
         return out
 
     return f
+
+
+# ----------------------------------------------------------------------------- gender models
+# P(female) of the zoo's gender classifiers (``faceres-gender``, ``mini-xception-gender``), the
+# score functions of the make-up bias study (CMS paper §5.2, :mod:`xfr.experiments.bias`).
+from dataclasses import dataclass  # noqa: E402
+
+FEMALE_CLASS_NAMES = ("female", "woman")
+MODEL_KEYS = {"faceres-gender": "faceres", "mini-xception-gender": "xception"}
+
+
+def female_index(classes: Sequence[str]) -> int:
+    """Index of the 'female' class in a gender model's ``classes`` ('female' or 'woman')."""
+    names = [str(c).lower() for c in classes]
+    for want in FEMALE_CLASS_NAMES:
+        if want in names:
+            return names.index(want)
+    raise ValueError(f"no female class among {tuple(classes)}: expected one of {FEMALE_CLASS_NAMES}")
+
+
+@dataclass
+class GenderModel:
+    """A gender classifier of the zoo with its short ``key`` and the index of its female class."""
+
+    key: str
+    name: str
+    model: torch.nn.Module
+    female: int
+
+    def score_fn(self, context: float = 0.0) -> ScoreFn:
+        """f(images [N,3,H,W] in [0,1]) -> P(female) [N] (MinPlus eq. 3, the class-confidence
+        phi(I, c) of the CMS paper), after padding the images by ``context`` x their size."""
+        return p_female_fn(self.model, self.female, context)
+
+
+def p_female_fn(model, female: int, context: float = 0.0) -> ScoreFn:
+    """P(female) of ``model`` (logits [N,K]) on images padded by ``context`` (see :mod:`xfr.experiments.bias`)."""
+    context = float(context)
+    if not 0.0 <= context <= 2.0:
+        raise ValueError(f"context must be in [0, 2] (fraction of the image size), got {context}")
+    from .models.xception import ContextPadded
+
+    return attribute_score(ContextPadded(model, context) if context > 0 else model, female)
+
+
+def model_key(name: str) -> str:
+    return MODEL_KEYS.get(name, name.replace("-gender", "").replace("-", "_"))
+
+
+def load_gender_models(names: Sequence[str], device: str = "cpu") -> dict[str, GenderModel]:
+    """``xfr.models.load`` each named gender model -> {key: GenderModel} (keys 'faceres',
+    'xception' for the two zoo models)."""
+    from . import models
+
+    if isinstance(names, str) or not len(names):
+        raise ValueError(f"names must be a non-empty list of model names, got {names!r}")
+    out = {}
+    for name in names:
+        m = models.load(name, device=device)
+        classes = getattr(m, "classes", None)
+        if classes is None:
+            raise ValueError(f"model {name!r} has no `classes`; it is not a gender classifier")
+        out[model_key(name)] = GenderModel(model_key(name), name, m, female_index(classes))
+    return out

@@ -1,48 +1,15 @@
-"""xfr.experiments.bias (CMS paper §5.2): bootstrap CIs, group / effect tables on synthetic
-frames, the make-up edit (only inside its soft mask, in [0,1], factor 1 = identity), the
-equal-area control region, the adjusted make-up regression, and one slow end-to-end check with
-the real models on real faces."""
+"""xfr.experiments.bias (CMS paper §5.2): group / effect tables on synthetic frames, the adjusted
+make-up regression, the nested headline metrics, the gender models' female class and per-group
+sampling, and one slow end-to-end check with the real models on real faces (bootstrap CIs:
+tests/test_stats.py; the edit and its regions: tests/faces/test_edits.py)."""
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from xfr import data, score, stats
 from xfr.experiments import bias as B
-
-
-# ----------------------------------------------------------------------------- bootstrap
-def test_bootstrap_ci_constant_data_has_zero_width():
-    lo, hi = B.bootstrap_ci(np.full(50, 0.3), n_boot=500)
-    assert lo == pytest.approx(0.3) and hi == pytest.approx(0.3)
-    assert B.bootstrap_ci([0.7], n_boot=50) == pytest.approx((0.7, 0.7))
-    assert B.bootstrap_diff_ci(np.full(10, 0.8), np.full(7, 0.5), n_boot=200) == pytest.approx((0.3, 0.3))
-
-
-def test_bootstrap_ci_known_answers():
-    rng = np.random.default_rng(1)
-    x = rng.normal(0.0, 1.0, 400)
-    lo, hi = B.bootstrap_ci(x, n_boot=3000, seed=0)
-    se = x.std(ddof=1) / np.sqrt(len(x))
-    # percentile interval ~ mean +- 1.96 SE for a mean of normal data
-    assert lo < x.mean() < hi
-    assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.12)
-    # shifting the sample shifts the interval by the same amount (same seed, same resamples)
-    lo2, hi2 = B.bootstrap_ci(x + 5.0, n_boot=3000, seed=0)
-    assert (lo2 - lo, hi2 - hi) == pytest.approx((5.0, 5.0))
-    # a difference of two samples shifted by 1: interval around 1, not containing 0
-    dlo, dhi = B.bootstrap_diff_ci(x + 1.0, rng.normal(0.0, 1.0, 400), n_boot=2000)
-    assert dlo < 1.0 < dhi and dlo > 0.5
-    # seeded: same seed, same interval; the median works too
-    assert B.bootstrap_ci(x, n_boot=500, seed=3) == B.bootstrap_ci(x, n_boot=500, seed=3)
-    mlo, mhi = B.bootstrap_ci(x, stat="median", n_boot=1000)
-    assert mlo < np.median(x) < mhi
-
-
-@pytest.mark.parametrize("bad", [dict(values=[]), dict(values=[1.0, np.nan]), dict(values=[1, 2], n_boot=0),
-                                 dict(values=[1, 2], level=1.0), dict(values=[1, 2], stat="mode")])
-def test_bootstrap_bad_input(bad):
-    with pytest.raises(ValueError):
-        B.bootstrap_ci(**bad)
+from xfr.faces import edits as E
 
 
 # ----------------------------------------------------------------------------- tables
@@ -130,118 +97,26 @@ def test_tables_bad_input():
         B.matched_makeup_effect(df, [])
 
 
-# ----------------------------------------------------------------------------- the edit
-def test_luminance_edit_only_inside_the_soft_mask_and_in_range():
-    torch.manual_seed(0)
-    img = torch.rand(3, 40, 30)
-    alpha = torch.zeros(40, 30)
-    alpha[10:20, 5:15] = 1.0
-    alpha[20:24, 5:15] = torch.linspace(0.8, 0.1, 4)[:, None]  # feathered edge
-    for factor in (0.6, 1.3, 3.0, 0.0):
-        out = B.luminance_edit(img, alpha, factor)
-        assert out.shape == img.shape and out.min() >= 0 and out.max() <= 1
-        outside = alpha == 0
-        assert torch.equal(out[:, outside], img[:, outside])
-        inside = alpha == 1
-        assert torch.allclose(out[:, inside], (img[:, inside] * factor).clamp(0, 1), atol=1e-6)
-        edge = (alpha > 0) & (alpha < 1)
-        want = (1 - alpha[edge]) * img[:, edge] + alpha[edge] * (img[:, edge] * factor).clamp(0, 1)
-        assert torch.allclose(out[:, edge], want, atol=1e-6)
-    dark = B.luminance_edit(img, alpha, 0.6)
-    assert (dark[:, alpha > 0] <= img[:, alpha > 0] + 1e-7).all()
-    assert torch.equal(B.luminance_edit(img, alpha, 1.0), img)  # factor 1 is the identity
-    assert torch.equal(B.luminance_edit(img, torch.zeros(40, 30), 0.2), img)
-
-
-@pytest.mark.parametrize("args", [
-    (torch.rand(3, 8, 8), torch.zeros(8, 9), 0.5),      # mask size
-    (torch.rand(3, 8, 8), torch.full((8, 8), 1.5), 0.5),  # mask out of [0,1]
-    (torch.rand(3, 8, 8), torch.zeros(8, 8), -1.0),     # negative factor
-    (torch.rand(3, 8, 8), torch.zeros(8, 8), float("nan")),
-    (torch.rand(8, 8), torch.zeros(8, 8), 0.5),         # not [C,H,W]
-])
-def test_luminance_edit_bad_input(args):
-    with pytest.raises(ValueError):
-        B.luminance_edit(*args)
-
-
-def test_edited_variants_keys_and_order():
-    img = torch.rand(3, 10, 10)
-    masks = {"eyes": torch.zeros(10, 10), "control": torch.ones(10, 10)}
-    keys, var = B.edited_variants(img, masks, {"dark": 0.5, "light": 1.5})
-    assert keys == [("eyes", "dark"), ("eyes", "light"), ("control", "dark"), ("control", "light")]
-    assert torch.equal(var[0], img) and torch.allclose(var[2], img * 0.5)
-    with pytest.raises(ValueError):
-        B.edited_variants(img, masks, {})
-
-
-def test_equal_area_mask_grows_and_shrinks_exactly():
-    region = torch.zeros(50, 50, dtype=torch.bool)
-    region[20:30, 20:30] = True  # 100 px
-    small = B.equal_area_mask(region, 36)
-    assert int(small.sum()) == 36 and not (small & ~region).any()  # eroded: inside the region
-    big = B.equal_area_mask(region, 200)
-    assert int(big.sum()) == 200 and (big & region).sum() == 100  # grown: contains the region
-    allowed = torch.ones(50, 50, dtype=torch.bool)
-    allowed[:, :25] = False
-    part = B.equal_area_mask(region, 80, allowed)
-    assert int(part.sum()) == 80 and not (part & ~allowed).any()
-    with pytest.raises(ValueError):
-        B.equal_area_mask(torch.zeros(5, 5, dtype=torch.bool), 3)
-    with pytest.raises(ValueError):
-        B.equal_area_mask(region, 0)
-    with pytest.raises(ValueError):
-        B.equal_area_mask(region.float(), 10)
-
-
-def test_edit_regions_equal_area_disjoint_on_the_face():
-    regions = B.edit_regions(eye_dilate=6, control="cheeks", feather=2.0)
-    eyes, ctrl = regions.hard["eyes"], regions.hard["control"]
-    assert regions.areas["eyes"] == regions.areas["control"] > 100
-    assert not (eyes & ctrl).any()
-    assert not (eyes & regions.face.region_mask("eyes")).any()  # a ring: eye openings left out
-    assert not (ctrl & ~regions.face.face_mask).any()
-    for soft in regions.soft.values():
-        assert soft.min() >= 0 and soft.max() <= 1
-    full = B.edit_regions(eye_dilate=6, eye_ring=False)
-    assert (full.hard["eyes"] & regions.face.region_mask("eyes")).any()
-    with pytest.raises(ValueError):
-        B.edit_regions(control="eyes")
-    with pytest.raises(ValueError):
-        B.edit_regions(eye_dilate=0, eye_ring=True)
-
-
-def test_image_masks_follow_the_mesh():
-    # a mesh that maps the canonical canvas 1:1 onto a 192x192 image reprojects the masks as is
-    regions = B.edit_regions()
-    mesh = regions.face.points.clone()
-    m = B.image_masks(regions, mesh, (192, 192))
-    for name in ("eyes", "control"):
-        assert m[name].shape == (192, 192)
-        inter = (m[name] * regions.soft[name]).sum() / regions.soft[name].pow(2).sum()
-        assert float(inter) == pytest.approx(1.0, abs=0.05)
-    # the same face at half the size: supersampled masks keep the total mask area / 4
-    half = B.image_masks(regions, mesh / 2, (96, 96), supersample=2)
-    assert float(half["eyes"].sum()) == pytest.approx(float(m["eyes"].sum()) / 4, rel=0.05)
-
-
 def test_female_index_and_sampling():
-    assert B.female_index(("female", "male")) == 0 and B.female_index(("man", "woman")) == 1
+    assert score.female_index(("female", "male")) == 0 and score.female_index(("man", "woman")) == 1
     with pytest.raises(ValueError):
-        B.female_index(("cat", "dog"))
+        score.female_index(("cat", "dog"))
     df = pd.DataFrame(dict(g=["a"] * 5 + ["b"] * 2, v=range(7)))
-    s = B.sample_per_group(df, ["g"], 3)
+    s = data.sample_per_group(df, ["g"], 3)
     assert s.g.value_counts().to_dict() == {"a": 3, "b": 2}
-    assert B.sample_per_group(df, ["g"], None).equals(df)
+    assert data.sample_per_group(df, ["g"], None).equals(df)
     with pytest.raises(ValueError):
-        B.sample_per_group(df, ["g"], 0)
+        data.sample_per_group(df, ["g"], 0)
 
 
 def test_headline_metrics_keys():
     df = synthetic_scores()
     groups = B.group_table(df, ["gender", "makeup"], n_boot=50)
     eff = B.makeup_effect(df, n_boot=50)
-    m = B.headline_metrics(groups=groups, effects=eff)
+    nested = B.headline_metrics(groups=groups, effects=eff)
+    assert nested["bias"]["celeba"]["a"]["female"]["makeup"]["n"] == 30
+    assert "makeup_diff_p" in nested["bias"]["celeba"]["a"]["female"]
+    m = B.flat_metrics(nested)
     assert m["bias_celeba_a_female_makeup_n"] == 30
     row = groups[(groups.model == "b") & (groups.gender == "male") & ~groups.makeup].iloc[0]
     assert m["bias_celeba_b_male_nomakeup_mean_pfemale"] == pytest.approx(row["mean"])
@@ -253,20 +128,20 @@ def test_headline_metrics_keys():
 @pytest.mark.slow
 def test_real_models_on_real_faces(data_dir):
     torch.set_num_threads(1)
-    models = B.load_gender_models(["faceres-gender", "mini-xception-gender"])
-    cel = B.celeba_table(8, seed=0)
+    models = score.load_gender_models(["faceres-gender", "mini-xception-gender"])
+    cel = data.celeba_table(8, seed=0)
     assert cel.groupby(["gender", "makeup"]).size().to_dict() == {
         ("female", False): 2, ("female", True): 2, ("male", False): 2, ("male", True): 2}
     scores = B.score_table(models, cel)
     assert len(scores) == 16 and scores.p_female.between(0, 1).all()
     assert scores.correct.mean() >= 0.75  # both models are well above chance on CelebA
-    regions = B.edit_regions()
+    regions = E.edit_regions()
     sub = cel.iloc[[0, 4]].reset_index(drop=True)
-    meshes, _ = B.face_meshes(sub.path, scale=2)
+    meshes, _ = E.face_meshes(sub.path, scale=2)
     assert all(m is not None and m.shape == (468, 2) for m in meshes)
     for path, mesh in zip(sub.path, meshes):
-        img = B.load_batch([path])[0]
-        masks = B.image_masks(regions, mesh, tuple(img.shape[1:]), supersample=2)
+        img = data.load_batch([path])[0]
+        masks = E.image_masks(regions, mesh, tuple(img.shape[1:]), supersample=2)
         assert 0.5 < float(masks["eyes"].sum() / masks["control"].sum()) < 2.0
         # the reprojected ring lands on the eyes (lids, lashes): darker than the cheeks
         gray = img.mean(0)
@@ -291,7 +166,7 @@ def synthetic_edits() -> pd.DataFrame:
                              region=region, edit="dark", p_original=p, p_edited=min(p + d, 0.99)))
     df = pd.DataFrame(rows)
     df["delta"] = df.p_edited - df.p_original
-    df["delta_logit"] = B.logit(df.p_edited) - B.logit(df.p_original)
+    df["delta_logit"] = stats.logit(df.p_edited) - stats.logit(df.p_original)
     df["flipped"] = (df.p_edited > 0.5) != (df.p_original > 0.5)
     df["to_female"] = (df.p_edited > 0.5) & (df.p_original <= 0.5)
     df["to_male"] = (df.p_edited <= 0.5) & (df.p_original > 0.5)
@@ -305,7 +180,7 @@ def test_edit_table_and_eye_vs_control_known_answers():
     assert eyes_m.n == 2 and eyes_m.mean_delta == pytest.approx(0.2)
     assert eyes_m.ci_lo == pytest.approx(0.2) and eyes_m.ci_hi == pytest.approx(0.2)
     assert eyes_m.flip_rate == 0.5 and eyes_m.to_female == 0.5 and eyes_m.to_male == 0.0  # 0.4 -> 0.6
-    want = np.mean([B.logit(0.3) - B.logit(0.1), B.logit(0.6) - B.logit(0.4)])
+    want = np.mean([stats.logit(0.3) - stats.logit(0.1), stats.logit(0.6) - stats.logit(0.4)])
     assert eyes_m.mean_delta_logit == pytest.approx(want)
     ctrl = t[t.region == "control"]
     assert (ctrl.mean_delta == 0).all() and (ctrl.flip_rate == 0).all()
@@ -313,7 +188,7 @@ def test_edit_table_and_eye_vs_control_known_answers():
     f = c[c.gender == "female"].iloc[0]
     assert f["diff"] == pytest.approx((0.2 + 0.09) / 2) and f.mean_control == 0
     assert c[c.gender == "male"].iloc[0].p_wilcoxon == pytest.approx(0.5)  # exact test, 2 positive pairs
-    assert np.isnan(B.wilcoxon_p([0.0, 0.0, 0.1]))  # fewer than 2 non-zero differences
+    assert np.isnan(stats.wilcoxon_p([0.0, 0.0, 0.1]))  # fewer than 2 non-zero differences
     with pytest.raises(ValueError, match="both regions"):
         B.eye_vs_control(df[df.region == "eyes"], ["gender"])
     with pytest.raises(ValueError, match="lacks column"):

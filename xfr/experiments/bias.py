@@ -1,6 +1,6 @@
 """The gender-model make-up bias study of the CMS paper (John et al., "Canonical Saliency Maps:
 Decoding Deep Face Models", §5.2 and Fig. 17), on real data with the two gender models of the zoo
-(``faceres-gender`` and ``mini-xception-gender``); the last section of ``notebooks/cms_bias.ipynb``.
+(``faceres-gender`` and ``mini-xception-gender``); the ``bias`` stage (``notebooks/bias.ipynb``).
 
 The paper saw the CMS map of its gender model fixate on the eye corners, hypothesized that the
 model had learned eye make-up as a cue for 'female', and tested it qualitatively (Fig. 17) on a
@@ -16,16 +16,16 @@ few flipped decisions, "especially [for] males of Asian origin ... from the far 
    (:func:`makeup_regression`) and by exact matching on a few attributes
    (:func:`matched_makeup_effect`);
 2. a controlled synthetic edit: the canonical eye region (the ring around each eye opening:
-   lids, lash lines and eye corners, where eye make-up goes; :func:`edit_regions`) reprojected
+   lids, lash lines and eye corners, where eye make-up goes; :func:`xfr.faces.edits.edit_regions`) reprojected
    onto each real face through its FaceMesh mesh (:func:`xfr.canonical.canonical_to_image`) as a
    soft mask, in which luminance is multiplied by ``factor`` (< 1 darkens, an "eye make-up" edit;
-   > 1 lightens, clipped to [0, 1]) (:func:`luminance_edit`). The CONTROL is the same edit on a
+   > 1 lightens, clipped to [0, 1]) (:func:`xfr.faces.edits.luminance_edit`). The CONTROL is the same edit on a
    region of equal canonical area that is not the eyes (the cheeks by default), so that "any
    darkening of the face moves P(female)" is separated from "darkening the eyes does"
    (:func:`edit_scores`, :func:`edit_table`, :func:`eye_vs_control`);
 3. the same on UTKFace, balanced over gender x race (White, Black, Asian, Indian, Others), where
    the paper's claim about East Asian men can be checked (UTKFace's "Asian" is mostly East Asian);
-   adults only by default (:func:`utkface_table` ``min_age``): the balanced set is 43% children.
+   adults only by default (:func:`xfr.data.utkface_table` ``min_age``): the balanced set is 43% children.
 
 Neither zoo model is the paper's (a gender model fine-tuned on CelebA): faceres-gender is HSE's
 MobileNet trained on VGGFace2, mini-xception-gender is Arriaga et al.'s net trained on IMDB.
@@ -44,149 +44,38 @@ face is called female when P(female) > 0.5.
 """
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .. import data as xdata
-from ..engine import apply_masks, check_image, score_images
+from ..data import _require
+from ..engine import score_images
+from ..faces.edits import EDITS_DEFAULT, EditRegions, _check_edits, edited_variants, face_meshes, image_masks
 from ..io import load_image
-from ..score import attribute_score
-
-ScoreFn = Callable[[Tensor], Tensor]
+from ..score import GenderModel
+from ..stats import (
+    _check_boot,
+    _interval,
+    bootstrap_ci,
+    bootstrap_diff_ci,
+    bootstrap_distribution,
+    logit,
+    mann_whitney_p,
+    ols,
+    wilcoxon_p,
+)
 
 GENDERS = ("female", "male")
-FEMALE_CLASS_NAMES = ("female", "woman")
-MODEL_KEYS = {"faceres-gender": "faceres", "mini-xception-gender": "xception"}
 DEFAULT_COVARIATES = ("Smiling", "Young", "Attractive", "Eyeglasses", "Bangs", "Blond_Hair")
 
 
-# ----------------------------------------------------------------------------- models
-def female_index(classes: Sequence[str]) -> int:
-    """Index of the 'female' class in a gender model's ``classes`` ('female' or 'woman')."""
-    names = [str(c).lower() for c in classes]
-    for want in FEMALE_CLASS_NAMES:
-        if want in names:
-            return names.index(want)
-    raise ValueError(f"no female class among {tuple(classes)}: expected one of {FEMALE_CLASS_NAMES}")
-
-
-@dataclass
-class GenderModel:
-    """A gender classifier of the zoo with its short ``key`` and the index of its female class."""
-
-    key: str
-    name: str
-    model: torch.nn.Module
-    female: int
-
-    def score_fn(self, context: float = 0.0) -> ScoreFn:
-        """f(images [N,3,H,W] in [0,1]) -> P(female) [N] (MinPlus eq. 3, the class-confidence
-        phi(I, c) of the CMS paper), after padding the images by ``context`` x their size."""
-        return p_female_fn(self.model, self.female, context)
-
-
-def p_female_fn(model, female: int, context: float = 0.0) -> ScoreFn:
-    """P(female) of ``model`` (logits [N,K]) on images padded by ``context`` (see module doc)."""
-    context = float(context)
-    if not 0.0 <= context <= 2.0:
-        raise ValueError(f"context must be in [0, 2] (fraction of the image size), got {context}")
-    from ..models.xception import ContextPadded
-
-    return attribute_score(ContextPadded(model, context) if context > 0 else model, female)
-
-
-def model_key(name: str) -> str:
-    return MODEL_KEYS.get(name, name.replace("-gender", "").replace("-", "_"))
-
-
-def load_gender_models(names: Sequence[str], device: str = "cpu") -> dict[str, GenderModel]:
-    """``xfr.models.load`` each named gender model -> {key: GenderModel} (keys 'faceres',
-    'xception' for the two zoo models)."""
-    from .. import models
-
-    if isinstance(names, str) or not len(names):
-        raise ValueError(f"names must be a non-empty list of model names, got {names!r}")
-    out = {}
-    for name in names:
-        m = models.load(name, device=device)
-        classes = getattr(m, "classes", None)
-        if classes is None:
-            raise ValueError(f"model {name!r} has no `classes`; it is not a gender classifier")
-        out[model_key(name)] = GenderModel(model_key(name), name, m, female_index(classes))
-    return out
-
-
-# ----------------------------------------------------------------------------- data
-def sample_per_group(df: pd.DataFrame, by: Sequence[str], per_group: int | None, seed: int = 0
-                     ) -> pd.DataFrame:
-    """``per_group`` rows (or all of a smaller group) of each group of ``by``, seeded, in the
-    frame's order; None keeps every row."""
-    by = [by] if isinstance(by, str) else list(by)
-    _require(df, by)
-    if per_group is None:
-        return df.reset_index(drop=True)
-    if per_group < 1:
-        raise ValueError(f"per-group sample size must be >= 1 (or None for all), got {per_group}")
-    parts = [g.sample(min(per_group, len(g)), random_state=seed) for _, g in df.groupby(by, sort=True)]
-    return pd.concat(parts).sort_index().reset_index(drop=True)
-
-
-def celeba_table(n: int | None = None, seed: int = 0, root=None) -> pd.DataFrame:
-    """CelebA faces (``xfr.data.celeba()``): ``path``, ``face`` id, ``dataset``, ``gender``
-    ('female'/'male' from ``Male``), ``makeup`` (``Heavy_Makeup``) and the 40 attributes.
-    ``n``: None for all, else about n faces balanced over gender x make-up (n // 4 per group, or
-    all of a smaller group: the 1,000-image subset has only 3 men labelled Heavy_Makeup)."""
-    df = xdata.celeba(root) if root is not None else xdata.celeba()
-    if df.empty:
-        raise ValueError("no CelebA images found: run `python -m xfr.data` to assemble data/")
-    df = df.copy()
-    df.insert(1, "face", ["celeba/" + p.stem for p in df["path"]])
-    df.insert(2, "dataset", "celeba")
-    df.insert(3, "gender", np.where(df["Male"], "male", "female"))
-    df.insert(4, "makeup", df["Heavy_Makeup"].astype(bool))
-    if n is not None:
-        if n < 4:
-            raise ValueError(f"n must be >= 4 (one face per gender x make-up group) or None, got {n}")
-        df = sample_per_group(df, ["gender", "makeup"], n // 4, seed)
-    return df
-
-
-def utkface_table(per_cell: int | None = None, seed: int = 0, min_age: int = 0, root=None
-                  ) -> pd.DataFrame:
-    """UTKFace balanced faces: ``path``, ``face``, ``dataset``, ``gender``, ``race`` (name),
-    ``age``; faces of ``min_age`` years or older (the balanced set is 43% under 18, 70% of the
-    Asian men), then ``per_cell`` faces per gender x race (None: all)."""
-    df = xdata.utkface(root) if root is not None else xdata.utkface()
-    if df.empty:
-        raise ValueError("no UTKFace images found: run `python -m xfr.data` to assemble data/")
-    df = df[df["age"] >= int(min_age)]
-    if df.empty:
-        raise ValueError(f"no UTKFace face is {min_age} years or older")
-    df = sample_per_group(df, ["gender", "race"], per_cell, seed)
-    return pd.DataFrame({
-        "path": df["path"], "face": ["utkface/" + p.name.split(".")[0] for p in df["path"]],
-        "dataset": "utkface", "gender": np.where(df["gender"] == 1, "female", "male"),
-        "race": [xdata.UTK_RACES[int(r)] for r in df["race"]], "age": df["age"],
-    })
-
-
-def load_batch(paths: Sequence) -> Tensor:
-    """Images of equal size as one float tensor [N,3,H,W]."""
-    imgs = [load_image(p) for p in paths]
-    shapes = {tuple(i.shape) for i in imgs}
-    if len(shapes) != 1:
-        raise ValueError(f"images of different sizes {sorted(shapes)}: score them separately")
-    return torch.stack(imgs)
-
-
+# ----------------------------------------------------------------------------- tables
 def score_table(models: Mapping[str, GenderModel], table: pd.DataFrame, context: float = 0.0,
                 batch_size: int = 64) -> pd.DataFrame:
     """P(female) of every face of ``table`` (``path``, ``gender`` ...) under each model: the
@@ -199,7 +88,7 @@ def score_table(models: Mapping[str, GenderModel], table: pd.DataFrame, context:
     scores = {k: [] for k in fns}
     paths = list(table["path"])
     for start in range(0, len(paths), batch_size):
-        batch = load_batch(paths[start:start + batch_size])
+        batch = xdata.load_batch(paths[start:start + batch_size])
         for k, f in fns.items():
             scores[k].append(score_images(f, batch, batch_size))
     parts = []
@@ -212,93 +101,6 @@ def score_table(models: Mapping[str, GenderModel], table: pd.DataFrame, context:
     out["pred"] = np.where(out["p_female"] > 0.5, "female", "male")
     out["correct"] = out["pred"] == out["gender"]
     return out
-
-
-# ----------------------------------------------------------------------------- statistics
-def _require(df: pd.DataFrame, cols: Sequence[str], name: str = "frame") -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise ValueError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise ValueError(f"{name} lacks column(s) {missing}; it has {list(df.columns)}")
-
-
-def _values(values, name: str = "values") -> np.ndarray:
-    x = np.asarray(values, dtype=np.float64).ravel()
-    if x.size == 0:
-        raise ValueError(f"{name} is empty: a bootstrap needs at least one value")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return x
-
-
-def _stat_fn(stat) -> Callable:
-    if callable(stat):
-        return stat
-    if stat in ("mean", "median"):
-        return getattr(np, stat)
-    raise ValueError(f"stat must be 'mean', 'median' or a callable f(x, axis=...), got {stat!r}")
-
-
-def _check_boot(n_boot: int, level: float) -> None:
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
-    if not 0.0 < float(level) < 1.0:
-        raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {level}")
-
-
-def bootstrap_distribution(values, stat="mean", n_boot: int = 2000, seed: int = 0) -> np.ndarray:
-    """``n_boot`` values of ``stat`` on resamples (with replacement, same size) of ``values``."""
-    x = _values(values)
-    _check_boot(n_boot, 0.5)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(n_boot, x.size))
-    return np.asarray(_stat_fn(stat)(x[idx], axis=1), dtype=np.float64)
-
-
-def _interval(dist: np.ndarray, level: float) -> tuple[float, float]:
-    a = (1.0 - float(level)) / 2.0
-    lo, hi = np.quantile(dist, [a, 1.0 - a])
-    return float(lo), float(hi)
-
-
-def bootstrap_ci(values, stat="mean", n_boot: int = 2000, level: float = 0.95, seed: int = 0
-                 ) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval (lo, hi) of ``stat`` ('mean', 'median' or
-    f(x, axis)) of ``values``. Constant data give a zero-width interval; one value gives (x, x)."""
-    _check_boot(n_boot, level)
-    return _interval(bootstrap_distribution(values, stat, n_boot, seed), level)
-
-
-def bootstrap_diff_ci(a, b, stat="mean", n_boot: int = 2000, level: float = 0.95, seed: int = 0
-                      ) -> tuple[float, float]:
-    """Percentile bootstrap CI of stat(a) - stat(b) for two independent samples (each resampled
-    on its own)."""
-    _check_boot(n_boot, level)
-    da = bootstrap_distribution(_values(a, "a"), stat, n_boot, seed)
-    db = bootstrap_distribution(_values(b, "b"), stat, n_boot, seed + 1)
-    return _interval(da - db, level)
-
-
-def mann_whitney_p(a, b) -> float:
-    """Two-sided Mann-Whitney U test p-value (scipy); NaN when a sample is empty."""
-    from scipy.stats import mannwhitneyu
-
-    a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
-    if a.size == 0 or b.size == 0:
-        return float("nan")
-    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
-
-
-def wilcoxon_p(d) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of paired differences ``d`` (scipy); NaN when
-    there are fewer than 2 non-zero differences."""
-    from scipy.stats import wilcoxon
-
-    d = np.asarray(d, float).ravel()
-    if np.count_nonzero(d) < 2:
-        return float("nan")
-    return float(wilcoxon(d).pvalue)
 
 
 def group_table(df: pd.DataFrame, by: Sequence[str], value: str = "p_female", n_boot: int = 2000,
@@ -346,17 +148,6 @@ def makeup_effect(df: pd.DataFrame, value: str = "p_female", n_boot: int = 2000,
                        p_mannwhitney=float("nan"))
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def logit(p, eps: float = 1e-4) -> np.ndarray:
-    """log(p / (1 - p)) with p clipped to [eps, 1 - eps] (so saturated outputs stay finite)."""
-    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
-    return np.log(p) - np.log1p(-p)
-
-
-def ols(y: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """Least-squares coefficients of y ~ X (numpy ``lstsq``)."""
-    return np.linalg.lstsq(X, y, rcond=None)[0]
 
 
 def makeup_regression(df: pd.DataFrame, covariates: Sequence[str] = DEFAULT_COVARIATES,
@@ -447,182 +238,6 @@ def matched_makeup_effect(df: pd.DataFrame, strata: Sequence[str], value: str = 
     return pd.DataFrame(rows)
 
 
-# ----------------------------------------------------------------------------- the edit
-def equal_area_mask(region: Tensor, area: int, allowed: Tensor | None = None) -> Tensor:
-    """BoolTensor: the ``area`` pixels of ``allowed`` deepest inside (or, when ``region`` is
-    smaller than ``area``, nearest to) ``region``, i.e. ``region`` eroded or grown along its
-    signed distance until it has exactly ``area`` pixels (the equal-area CONTROL region)."""
-    from scipy.ndimage import distance_transform_edt
-
-    if not isinstance(region, Tensor) or region.dim() != 2 or region.dtype != torch.bool:
-        raise ValueError(f"region must be a BoolTensor [H,W], got "
-                         f"{getattr(region, 'dtype', type(region))} {tuple(getattr(region, 'shape', ()))}")
-    if not region.any():
-        raise ValueError("region is empty")
-    allowed = torch.ones_like(region) if allowed is None else allowed.bool()
-    if allowed.shape != region.shape:
-        raise ValueError(f"allowed {tuple(allowed.shape)} must match region {tuple(region.shape)}")
-    area = int(area)
-    if not 1 <= area <= int(allowed.sum()):
-        raise ValueError(f"area must be in [1, {int(allowed.sum())}] (allowed pixels), got {area}")
-    r = region.numpy()
-    signed = distance_transform_edt(r) - distance_transform_edt(~r)  # > 0 inside, < 0 outside
-    signed = np.where(allowed.numpy(), signed, -np.inf).ravel()
-    # stable order (ties broken by pixel index) -> deterministic
-    keep = np.argsort(-signed, kind="stable")[:area]
-    out = np.zeros(r.size, dtype=bool)
-    out[keep] = True
-    return torch.from_numpy(out.reshape(r.shape))
-
-
-def gaussian_feather(mask: Tensor, sigma: float) -> Tensor:
-    """A [H,W] mask blurred by a Gaussian of ``sigma`` pixels (zero padding), float32 in [0,1]."""
-    m = mask.float()
-    if sigma <= 0:
-        return m
-    r = max(1, int(math.ceil(3 * sigma)))
-    x = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
-    out = F.conv2d(m[None, None], k.view(1, 1, 1, -1), padding=(0, r))
-    out = F.conv2d(out, k.view(1, 1, -1, 1), padding=(r, 0))
-    return out[0, 0].clamp(0, 1)
-
-
-@dataclass
-class EditRegions:
-    """The eye and control regions on the canonical canvas: ``hard`` BoolTensors [S,S] and their
-    feathered ``soft`` float versions; ``areas`` in canvas pixels."""
-
-    face: object
-    hard: dict
-    soft: dict
-    description: dict = field(default_factory=dict)
-
-    @property
-    def areas(self) -> dict:
-        return {k: int(v.sum()) for k, v in self.hard.items()}
-
-
-def edit_regions(face=None, eye_dilate: int = 6, eye_ring: bool = True, control: str = "cheeks",
-                 feather: float = 2.0, control_gap: int = 4) -> EditRegions:
-    """The canonical eye region (``canonical_face().region_mask('eyes')`` grown by ``eye_dilate``
-    canvas pixels; with ``eye_ring`` the eye openings themselves are left out, so the edit
-    covers lids, lash lines and eye corners, not the eyeballs) and the CONTROL: region
-    ``control`` (e.g. 'cheeks', 'nose', 'mouth') grown/eroded to exactly the eye region's area
-    and kept ``control_gap`` pixels away from it (:func:`equal_area_mask`). Soft masks: the hard
-    ones feathered by a Gaussian of ``feather`` canvas pixels."""
-    from ..canonical import canonical_face
-
-    face = canonical_face() if face is None else face
-    if eye_dilate < 0 or (eye_ring and eye_dilate == 0):
-        raise ValueError(f"eye_dilate must be >= 0 (>= 1 with eye_ring), got {eye_dilate}")
-    eyes = face.region_mask("eyes", dilate=int(eye_dilate))
-    if eye_ring:
-        eyes = eyes & ~face.region_mask("eyes")
-    if control in ("eyes", "left_eye", "right_eye"):
-        raise ValueError(f"control region must not be the eyes, got {control!r}")
-    allowed = face.face_mask & ~face.region_mask("eyes", dilate=int(eye_dilate) + int(control_gap))
-    ctrl = equal_area_mask(face.region_mask(control), int(eyes.sum()), allowed)
-    hard = {"eyes": eyes, "control": ctrl}
-    soft = {k: gaussian_feather(v, feather) * face.face_mask.float() for k, v in hard.items()}
-    desc = {"eyes": f"eye {'ring' if eye_ring else 'region'} (eyes + {eye_dilate} px)",
-            "control": f"{control} (equal area)"}
-    return EditRegions(face, hard, soft, desc)
-
-
-def image_masks(regions: EditRegions, mesh: Tensor, hw: tuple[int, int], supersample: int = 1
-                ) -> dict[str, Tensor]:
-    """The soft canonical masks reprojected onto an image of size ``hw`` through its ``mesh``
-    (:func:`xfr.canonical.canonical_to_image`), each [H,W] in [0,1]. With ``supersample`` s > 1
-    the reprojection is made at s x the resolution and area-averaged back (anti-aliasing for
-    small images, e.g. CelebA's 89x109)."""
-    from ..canonical import canonical_to_image
-
-    s = int(supersample)
-    if s < 1:
-        raise ValueError(f"supersample must be >= 1, got {supersample}")
-    h, w = int(hw[0]), int(hw[1])
-    mesh = torch.as_tensor(mesh, dtype=torch.float32)[..., :2]
-    names = list(regions.soft)
-    cmaps = torch.stack([regions.soft[n] for n in names])  # one rasterization for all regions
-    m = canonical_to_image(cmaps, mesh * s, (h * s, w * s), face=regions.face)
-    if s > 1:
-        m = F.avg_pool2d(m[None], s)[0]
-    return {n: m[i].clamp(0, 1).float() for i, n in enumerate(names)}
-
-
-def luminance_edit(image: Tensor, alpha: Tensor, factor: float) -> Tensor:
-    """The make-up edit: x' = (1 - a) x + a clip(factor x, 0, 1) with the soft mask a = ``alpha``
-    [H,W] in [0,1] — luminance (all channels) multiplied by ``factor`` where a = 1, blended at the
-    feathered edge, untouched where a = 0. Built with :func:`xfr.engine.apply_masks` (keep mask
-    1 - a, fill clip(factor x)). ``factor`` 1 is the identity; the result stays in [0,1]."""
-    image = check_image(image)
-    if not isinstance(alpha, Tensor) or alpha.dim() != 2 or tuple(alpha.shape) != tuple(image.shape[1:]):
-        raise ValueError(f"alpha must be a Tensor [H,W] = {tuple(image.shape[1:])}, got "
-                         f"{tuple(alpha.shape) if isinstance(alpha, Tensor) else type(alpha).__name__}")
-    if float(alpha.min()) < 0 or float(alpha.max()) > 1:
-        raise ValueError("alpha must lie in [0, 1]")
-    if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 0):
-        raise ValueError(f"factor must be a finite number >= 0, got {factor!r}")
-    fill = (image * float(factor)).clamp(0, 1)
-    return apply_masks(image, (1.0 - alpha.to(image))[None], fill)[0]
-
-
-def upsample(image: Tensor, scale: int) -> Tensor:
-    if scale == 1:
-        return image
-    return F.interpolate(image[None], scale_factor=scale, mode="bilinear", align_corners=False)[0].clamp(0, 1)
-
-
-def face_meshes(paths: Sequence, scale: int = 1, progress: bool = False) -> tuple[list, float]:
-    """FaceMesh meshes [468,2] (:func:`xfr.canonical.face_mesh`, MTCNN's largest face) of each
-    image, in the image's own pixels; images are upsampled ``scale`` x (bilinear) first so MTCNN
-    finds small faces (CelebA 89x109: 3) and the mesh divided back. None where no face is found.
-    Returns (meshes, seconds)."""
-    from tqdm.auto import tqdm
-
-    from ..canonical import face_mesh
-    from ..models.align import NoFaceError
-
-    if int(scale) < 1:
-        raise ValueError(f"scale must be an int >= 1, got {scale}")
-    t0 = time.perf_counter()
-    out = []
-    for p in tqdm(list(paths), desc="face mesh", disable=not progress, leave=False):
-        img = load_image(p)
-        try:
-            out.append(face_mesh(upsample(img, int(scale))) / int(scale))
-        except NoFaceError:
-            out.append(None)
-    return out, time.perf_counter() - t0
-
-
-EDITS_DEFAULT = {"dark": 0.6, "light": 1.3}
-
-
-def _check_edits(edits: Mapping[str, float]) -> dict:
-    if not isinstance(edits, Mapping) or not edits:
-        raise ValueError(f"edits must be a non-empty mapping name -> factor, e.g. {EDITS_DEFAULT}")
-    out = {}
-    for k, v in edits.items():
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-            raise ValueError(f"edit {k!r}: factor must be a finite number >= 0, got {v!r}")
-        out[str(k)] = float(v)
-    return out
-
-
-def edited_variants(image: Tensor, masks: Mapping[str, Tensor], edits: Mapping[str, float]
-                    ) -> tuple[list[tuple[str, str]], Tensor]:
-    """Every (region, edit) variant of ``image``: ([(region, edit)...], Tensor[V,C,H,W])."""
-    keys, imgs = [], []
-    for region in masks:
-        for name, k in _check_edits(edits).items():
-            keys.append((region, name))
-            imgs.append(luminance_edit(image, masks[region], k))
-    return keys, torch.stack(imgs)
-
-
 def edit_scores(models: Mapping[str, GenderModel], table: pd.DataFrame, meshes: Sequence,
                 regions: EditRegions, edits: Mapping[str, float] = EDITS_DEFAULT,
                 context: float = 0.0, supersample: int = 1, batch_size: int = 64,
@@ -630,7 +245,7 @@ def edit_scores(models: Mapping[str, GenderModel], table: pd.DataFrame, meshes: 
     """The controlled edit on every face of ``table`` with a mesh: P(female) of the original and
     of each (region, edit) variant under each model. Returns one row per face x model x region x
     edit with the table's columns plus ``p_original``, ``p_edited``, ``delta`` (edited -
-    original), ``delta_logit`` (the same on the logit scale, :func:`logit`, which does not shrink
+    original), ``delta_logit`` (the same on the logit scale, :func:`xfr.stats.logit`, which does not shrink
     near P = 0 or 1), ``flipped`` (decision at 0.5 changed), ``mask_area`` (sum of the soft mask
     in image pixels); faces without a mesh are left out. ``base``: a :func:`score_table` frame
     (same models and ``context``) to take the originals' P(female) from instead of rescoring."""
@@ -730,6 +345,27 @@ def eye_vs_control(edits: pd.DataFrame, by: Sequence[str] = ("gender",), n_boot:
     return pd.DataFrame(rows)
 
 
+def edit_dataset(models: Mapping[str, GenderModel], table: pd.DataFrame, by: Sequence[str],
+                 per_group: int | None, regions: EditRegions, edits: Mapping[str, float] = EDITS_DEFAULT,
+                 context: float = 0.0, mesh_scale: int = 1, supersample: int = 1, batch_size: int = 64,
+                 base: pd.DataFrame | None = None, seed: int = 0) -> tuple[pd.DataFrame, list, pd.DataFrame, dict]:
+    """The edit on ``per_group`` faces per group of ``by`` of ``table``
+    (:func:`xfr.data.sample_per_group`): (those faces, their meshes (:func:`face_meshes` of the
+    images upsampled ``mesh_scale`` x), their :func:`edit_scores`, seconds {'mesh_s', 'edit_s'})."""
+    faces = xdata.sample_per_group(table, by, per_group, seed=seed)
+    meshes, mesh_s = face_meshes(faces.path, scale=mesh_scale)
+    t0 = time.perf_counter()
+    scores = edit_scores(models, faces, meshes, regions, edits, context=context, supersample=supersample,
+                         batch_size=batch_size, base=base)
+    return faces, meshes, scores, {"mesh_s": mesh_s, "edit_s": time.perf_counter() - t0}
+
+
+def area_ratio(edits: pd.DataFrame) -> float:
+    """Mean over faces x models x edits of the image-area ratio of the eye mask to the control."""
+    return float((edits[edits.region == "eyes"].mask_area.to_numpy()
+                  / edits[edits.region == "control"].mask_area.to_numpy()).mean())
+
+
 # ----------------------------------------------------------------------------- metrics
 def _slug(v) -> str:
     return str(v).lower().replace(" ", "_").replace("-", "_")
@@ -739,14 +375,30 @@ def _finite(v) -> bool:
     return v is not None and np.isfinite(float(v))
 
 
+def _put(tree: dict, path: Sequence[str], leaves: dict) -> None:
+    """Sets ``leaves`` in the nested dict ``tree`` under the keys ``path``."""
+    for k in path:
+        tree = tree.setdefault(str(k), {})
+    tree.update(leaves)
+
+
+def flat_metrics(tree: dict, sep: str = "_", prefix: str = "") -> dict:
+    """A nested metrics dict flattened, keys joined with ``sep``."""
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}{sep}{k}" if prefix else str(k)
+        out.update(flat_metrics(v, sep, key) if isinstance(v, dict) else {key: v})
+    return out
+
+
 def headline_metrics(groups: pd.DataFrame | None = None, effects: pd.DataFrame | None = None,
                      regression: pd.DataFrame | None = None, matched: pd.DataFrame | None = None,
                      edits: pd.DataFrame | None = None, eye_control: pd.DataFrame | None = None,
                      utk_groups: pd.DataFrame | None = None, race_edits: pd.DataFrame | None = None,
                      race_eye_control: pd.DataFrame | None = None, race_edit: str = "dark",
                      prefix: str = "bias") -> dict:
-    """A flat dict of the headline numbers for metrics.json (keys ``{prefix}_...``; the full
-    tables go to CSV):
+    """The headline numbers for metrics.json as a nested dict ``{prefix: {...}}`` (the full
+    tables go to CSV); :func:`flat_metrics` joins its keys with '_' into:
 
     - ``celeba_{model}_{gender}_{makeup|nomakeup}_{mean_pfemale,ci_lo,ci_hi,n,acc}``;
     - ``celeba_{model}_{gender}_makeup_diff[_ci_lo,_ci_hi,_p]`` (:func:`makeup_effect`),
@@ -763,49 +415,48 @@ def headline_metrics(groups: pd.DataFrame | None = None, effects: pd.DataFrame |
     m: dict = {}
     if groups is not None:
         for r in groups.itertuples():
-            k = f"{prefix}_celeba_{r.model}_{r.gender}_{'makeup' if r.makeup else 'nomakeup'}"
-            m.update({f"{k}_mean_pfemale": r.mean, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi,
-                      f"{k}_n": r.n})
+            leaves = {"mean_pfemale": r.mean, "ci_lo": r.ci_lo, "ci_hi": r.ci_hi, "n": r.n}
             if hasattr(r, "accuracy"):
-                m[f"{k}_acc"] = r.accuracy
+                leaves["acc"] = r.accuracy
+            _put(m, ["celeba", r.model, r.gender, "makeup" if r.makeup else "nomakeup"], leaves)
     if effects is not None:
         for r in effects.itertuples():
-            k = f"{prefix}_celeba_{r.model}_{r.gender}_makeup_diff"
-            m.update({k: r.diff, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi, f"{k}_p": r.p_mannwhitney})
+            k = "makeup_diff"
+            _put(m, ["celeba", r.model, r.gender], {k: r.diff, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi,
+                                                     f"{k}_p": r.p_mannwhitney})
     if regression is not None and not regression.empty:
         for r in regression[regression.term == "Heavy_Makeup"].itertuples():
-            k = f"{prefix}_celeba_{r.model}_{r.gender}_makeup_logit_adjusted"
-            m.update({k: r.coef, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi})
+            k = "makeup_logit_adjusted"
+            _put(m, ["celeba", r.model, r.gender], {k: r.coef, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi})
     if matched is not None:
         for r in matched.itertuples():
             if _finite(r.diff):
-                k = f"{prefix}_celeba_{r.model}_{r.gender}_makeup_matched_diff"
-                m.update({k: r.diff, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi})
+                k = "makeup_matched_diff"
+                _put(m, ["celeba", r.model, r.gender], {k: r.diff, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi})
     if edits is not None:
         for r in edits.itertuples():
-            ds = f"{_slug(r.dataset)}_" if hasattr(r, "dataset") else ""
-            k = f"{prefix}_edit_{ds}{r.model}_{r.gender}_{r.region}_{r.edit}"
-            m.update({f"{k}_mean_delta": r.mean_delta, f"{k}_mean_delta_logit": r.mean_delta_logit,
-                      f"{k}_flip": r.flip_rate})
+            ds = [_slug(r.dataset)] if hasattr(r, "dataset") else []
+            _put(m, ["edit", *ds, r.model, r.gender, r.region, r.edit],
+                 {"mean_delta": r.mean_delta, "mean_delta_logit": r.mean_delta_logit, "flip": r.flip_rate})
     if eye_control is not None:
         for r in eye_control.itertuples():
-            ds = f"{_slug(r.dataset)}_" if hasattr(r, "dataset") else ""
-            k = f"{prefix}_edit_{ds}{r.model}_{r.gender}_{r.edit}_eyes_minus_control"
-            m.update({k: r.diff, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi, f"{k}_p": r.p_wilcoxon})
+            ds = [_slug(r.dataset)] if hasattr(r, "dataset") else []
+            k = "eyes_minus_control"
+            _put(m, ["edit", *ds, r.model, r.gender, r.edit],
+                 {k: r.diff, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi, f"{k}_p": r.p_wilcoxon})
     if utk_groups is not None:
         for r in utk_groups.itertuples():
-            m[f"{prefix}_utk_{r.model}_{_slug(r.race)}_{r.gender}_acc"] = r.accuracy
+            _put(m, ["utk", r.model, _slug(r.race), r.gender], {"acc": r.accuracy})
     if race_edits is not None:
         for r in race_edits[race_edits.edit == race_edit].itertuples():
-            k = f"{prefix}_utk_{r.model}_{_slug(r.race)}_{r.gender}_{r.region}_{r.edit}"
-            m[f"{k}_mean_delta"] = r.mean_delta
-            m[f"{k}_mean_delta_logit"] = r.mean_delta_logit
+            leaves = {"mean_delta": r.mean_delta, "mean_delta_logit": r.mean_delta_logit}
             if r.region == "eyes":
-                m[f"{k}_flip"] = r.flip_rate
+                leaves["flip"] = r.flip_rate
+            _put(m, ["utk", r.model, _slug(r.race), r.gender, r.region, r.edit], leaves)
     if race_eye_control is not None:
         for r in race_eye_control[race_eye_control.edit == race_edit].itertuples():
-            m[f"{prefix}_utk_{r.model}_{_slug(r.race)}_{r.gender}_{r.edit}_eyes_minus_control"] = r.diff
-    return m
+            _put(m, ["utk", r.model, _slug(r.race), r.gender, r.edit], {"eyes_minus_control": r.diff})
+    return {prefix: m} if prefix else m
 
 
 # ----------------------------------------------------------------------------- figures
@@ -850,6 +501,21 @@ def fig_distributions(scores: pd.DataFrame, title: str = ""):
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def fig_edit_regions(regions: EditRegions):
+    """The eye (red) and control (blue) soft regions on the canonical face template."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 1, figsize=(3.2, 3.2))
+    tpl = regions.face.template().permute(1, 2, 0).numpy()
+    for name, colour in (("eyes", (1.0, 0.0, 0.0)), ("control", (0.0, 0.3, 1.0))):
+        a = regions.soft[name].numpy()[..., None] * 0.7
+        tpl = tpl * (1 - a) + a * np.array(colour)
+    ax.imshow(tpl)
+    ax.set_axis_off()
+    ax.set_title("edit regions: eyes (red), control (blue)", fontsize=8)
     return fig
 
 
