@@ -105,3 +105,27 @@ def test_mask_training_is_deterministic(tmp_path):
     assert set(a[2]) == set(b[2])
     different = [k for k in a[2] if not np.array_equal(a[2][k], b[2][k])]
     assert not different, f"weights differ in {different[:5]}"
+
+
+def test_run_notebook_starts_kernels_with_fixed_threads(monkeypatch, tmp_path):
+    """The notebook's kernel inherits the fixed count, not one an earlier import (ultralytics:
+    OMP_NUM_THREADS=1) or the caller's environment left in OMP_NUM_THREADS."""
+    import papermill
+
+    from xfr.pipeline import run_notebook
+
+    before = _restore_threads(monkeypatch)
+    seen = {}
+
+    def fake_execute(notebook, executed, **kwargs):
+        seen.update({v: os.environ.get(v) for v in THREAD_VARS})
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.setenv(THREADS_ENV, "")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    try:
+        run_notebook("comparison", REPO_ROOT / "params_smoke.yaml", tmp_path, html=False)
+        assert seen == {v: str(os.cpu_count() or 1) for v in THREAD_VARS}
+    finally:
+        torch.set_num_threads(before)
