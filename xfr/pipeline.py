@@ -6,6 +6,11 @@ HTML rendering into ``results/STAGE/``. This is the command of every DVC stage i
 ``--overrides params_smoke.yaml --out-root DIR`` runs the same notebook with the smoke values (CI)
 without touching the pipeline's outputs; ``--paper`` applies ``notebooks/params/STAGE.paper.yaml``.
 A parameter's default lives in params.yaml only; the other files hold overrides.
+
+Every stage runs with a fixed torch CPU thread count (:func:`fix_threads`): float reductions
+(convolutions, matrix products, sums) are split over the threads, so their rounding and hence
+the metrics depend on the count, which torch otherwise picks per process from the machine
+(physical cores, CPU affinity, ``OMP_NUM_THREADS``; importing ultralytics sets the latter to 1).
 """
 from __future__ import annotations
 
@@ -22,6 +27,29 @@ from .assets import REPO_ROOT
 
 PARAMS_FILE = REPO_ROOT / "params.yaml"
 PAPER_DIR = REPO_ROOT / "notebooks" / "params"
+
+THREADS_ENV = "XFR_THREADS"
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def fix_threads(threads: int | None = None) -> int:
+    """Fix the torch CPU thread count of this process and of the processes it starts (the
+    notebooks' kernels) to ``threads``; by default ``$XFR_THREADS`` or, unset, all cores
+    (``os.cpu_count()``). Sets ``XFR_THREADS``, ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS``
+    (read by torch when a new process loads it; ultralytics then leaves them alone) and calls
+    ``torch.set_num_threads`` when torch is imported here. Returns the count."""
+    if not threads:
+        threads = os.environ.get(THREADS_ENV) or os.cpu_count() or 1
+    threads = int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    for var in (THREADS_ENV, *THREAD_VARS):
+        os.environ[var] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    return threads
+
+
 
 
 def stage_params(stage: str, params_file: Path = PARAMS_FILE, overrides: Sequence[Path] = (),
@@ -75,6 +103,7 @@ def run_notebook(stage: str, params_file: Path = PARAMS_FILE, out_root: Path = R
     executed = out_dir / f"{stage}.ipynb"
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    fix_threads()  # the kernel starts with these threads
     t0 = time.perf_counter()
     pm.execute_notebook(str(notebook), str(executed), parameters=params, kernel_name="python3",
                         cwd=str(REPO_ROOT), progress_bar=False, log_output=False)

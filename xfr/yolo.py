@@ -179,18 +179,18 @@ def train_detector(data_yaml: str | Path, model_yaml: str = "yolov5n.yaml", epoc
     :data:`RESULT_COLUMNS`), ``figures`` ({name: png/jpg bytes}), ``train_seconds``,
     ``epochs_run``, ``best_epoch``. The returned model holds the best (EMA) weights.
 
-    ``threads`` (default: all cores) is the torch CPU thread count for training: ultralytics
-    itself resets it to ``cpu_count - 1`` (1 on a 2-core machine, which halves the speed there)."""
+    ``threads`` (default: :func:`xfr.pipeline.fix_threads`'s, ``$XFR_THREADS`` or all cores) is
+    the torch CPU thread count for training: ultralytics itself resets it to ``cpu_count - 1``
+    (1 on a 2-core machine, which halves the speed there). The trained weights depend on it."""
     _require_ultralytics()
     import pandas as pd
     import ultralytics.utils.torch_utils as yolo_torch_utils
     from ultralytics import YOLO
 
-    threads = int(threads) if threads else (os.cpu_count() or 1)
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+    from .pipeline import fix_threads
+
+    threads = fix_threads(threads)  # identical results need the same count every run
     yolo_torch_utils.NUM_THREADS = threads  # select_device() calls torch.set_num_threads(this)
-    torch.set_num_threads(threads)
 
     data_yaml = Path(data_yaml).resolve()
     if not data_yaml.is_file():

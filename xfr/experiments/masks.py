@@ -205,7 +205,7 @@ def run_prepare(params: Mapping, out_root: str | Path, source: str | Path = MASK
 
 def main(argv: list[str] | None = None) -> int:
     from ..assets import REPO_ROOT
-    from ..pipeline import stage_params
+    from ..pipeline import fix_threads, stage_params
 
     ap = argparse.ArgumentParser(description="Face-mask data preparation / detector training "
                                              "(MinPlus §3.4; pipeline stages mask_data, mask_train)")
@@ -219,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from ..yolo import run_train
 
-        res = run_train(stage_params("mask_train", args.params), args.out_root)
+        params = stage_params("mask_train", args.params)
+        fix_threads(params.get("threads"))  # before any model runs
+        res = run_train(params, args.out_root)
     print(json.dumps(res, indent=1, default=str))
     print(f"{args.command}: {time.perf_counter() - t0:.1f} s")
     return 0
