@@ -6,8 +6,22 @@ import pytest
 import torch
 from torch import nn
 
+from xfr.faces.mesh import pair_canvas
 from xfr.models.detect import Detections
-from xfr.score import attribute_score, box_iou, detection_score, to_ultralytics, verification_score
+from xfr.models.xception import ContextPadded
+from xfr.score import (
+    attribute_score,
+    box_iou,
+    class_score,
+    classifier_net,
+    cosine_tau,
+    decided_correctly,
+    detection_score,
+    mate_confidence,
+    pair_confidence,
+    to_ultralytics,
+    verification_score,
+)
 
 
 class CountingEmbedder(nn.Module):
@@ -192,3 +206,75 @@ def test_verification_score_with_real_dlib_resnet():
     s_diff = float(f_diff(chips["c"][None])[0])
     assert float(f_same(chips["b"][None])[0]) == pytest.approx(1.0, abs=1e-5)
     assert s_same > s_diff
+
+
+# ----------------------------------------------------------------------------- CMS paper scores (eqs. 1, 8)
+class MeanColour(torch.nn.Module):
+    """Embedding = mean RGB of 4 quadrants (12-d): deterministic, sensitive to occlusion."""
+
+    def forward(self, x):
+        return torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
+
+
+class BrightSquareNet(torch.nn.Module):
+    """Logit of class 1 = mean ReLU activation of a conv channel that fires on bright pixels;
+    class 0 = its negative. Grad-CAM on ``conv`` must peak where the image is bright."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 3, padding=1, bias=True)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[0] = 1.0 / 27
+            self.conv.bias[:] = torch.tensor([-0.5, 0.0])
+
+    def forward(self, x):
+        a = torch.relu(self.conv(x))
+        s = a[:, 0].mean(dim=(1, 2))
+        return torch.stack([-s, s], dim=1)
+
+
+def test_pair_confidence_sign_eq8():
+    emb = MeanColour()
+    a = torch.rand(3, 16, 16)
+    b = torch.rand(3, 16, 16) * 0.2
+    b[0] += 0.8  # another "identity"
+    same_pair = pair_canvas(a, a)[None]
+    tau = 0.5
+    assert float(pair_confidence(emb, tau, True)(same_pair)) == pytest.approx(0.5, abs=1e-5)
+    assert float(pair_confidence(emb, tau, False)(same_pair)) == pytest.approx(-0.5, abs=1e-5)
+    # mate_confidence (one face perturbed, the mate fixed) equals the pair score
+    diff = pair_canvas(a, b)[None]
+    assert float(mate_confidence(emb, b, tau, False)(a[None])) == pytest.approx(
+        float(pair_confidence(emb, tau, False)(diff)), abs=1e-5)
+    with pytest.raises(ValueError, match="even width"):
+        pair_confidence(emb, tau, True)(torch.rand(1, 3, 8, 15))
+
+
+def test_cosine_tau_separates_and_class_score():
+    sims = np.array([0.9, 0.8, 0.7, 0.2, 0.1, 0.3])
+    same = np.array([1, 1, 1, 0, 0, 0], dtype=bool)
+    tau = cosine_tau(sims, same)
+    assert 0.3 < tau < 0.7 and ((sims > tau) == same).all()
+    net = BrightSquareNet().eval()
+    x = torch.zeros(1, 3, 12, 12)
+    x[..., 3:9, 3:9] = 1.0
+    f = class_score(net, 1)
+    torch.testing.assert_close(f(x), torch.softmax(net(x), 1)[:, 1])
+    assert decided_correctly(f, x[0]) and not decided_correctly(class_score(net, 0), x[0])
+    assert decided_correctly(mate_confidence(MeanColour(), x[0], 0.5, True), x[0])
+
+
+def test_context_padded_pads_before_the_model():
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(tuple(x.shape))
+            return torch.zeros(x.shape[0], 2)
+
+    ContextPadded(Probe(), 0.25)(torch.rand(2, 3, 40, 40))
+    assert seen == [(2, 3, 60, 60)]
+    assert isinstance(classifier_net(Probe(), 0.0), Probe)
+    with pytest.raises(ValueError, match="margin"):
+        ContextPadded(Probe(), -0.1)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .assets import REPO_ROOT, AssetError, data_manifest, mirror_dirs, sha256_file
@@ -158,6 +160,46 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- sampling
+def sample_rows(table: pd.DataFrame, n: int | None, seed: int = 0,
+                stratify: Sequence[str] | None = None) -> pd.DataFrame:
+    """``n`` random rows of ``table`` (all when n is None or larger), in equal shares of the
+    groups of the ``stratify`` columns (as equal as the groups allow), reproducible by ``seed``."""
+    if n is None or n >= len(table):
+        return table.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not stratify:
+        return table.sample(n=int(n), random_state=seed).reset_index(drop=True)
+    groups = [g.sample(frac=1.0, random_state=seed) for _, g in table.groupby(list(stratify))]
+    picked, k = [], 0
+    while len(picked) < n:  # round robin over the shuffled groups
+        added = False
+        for g in groups:
+            if k < len(g) and len(picked) < n:
+                picked.append(g.iloc[k])
+                added = True
+        if not added:
+            break
+        k += 1
+    out = pd.DataFrame(picked)
+    return out.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def sample_pairs(pairs, n: int | None, seed: int = 0) -> list:
+    """``n`` LFW pairs (:func:`xfr.data.lfw_pairs`), half genuine and half impostor, random."""
+    rng = np.random.default_rng(seed)
+    same = [p for p in pairs if p.same]
+    diff = [p for p in pairs if not p.same]
+    if n is None:
+        n = len(pairs)
+    n_same = min(len(same), (int(n) + 1) // 2)
+    n_diff = min(len(diff), int(n) - n_same)
+    pick = [same[i] for i in rng.permutation(len(same))[:n_same]] + \
+           [diff[i] for i in rng.permutation(len(diff))[:n_diff]]
+    return [pick[i] for i in rng.permutation(len(pick))]
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
 
@@ -165,9 +207,7 @@ if __name__ == "__main__":
 # ----------------------------------------------------------------------------- study tables
 # Face tables of the make-up bias study (CMS paper §5.2, :mod:`xfr.experiments.bias`): CelebA and
 # UTKFace listings with gender labels, sampled per group, and images loaded as one batch.
-from collections.abc import Sequence  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 

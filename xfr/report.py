@@ -178,8 +178,8 @@ def stability_table(runs: Mapping[str, Sequence[Timed]]) -> tuple[pd.DataFrame, 
     """Per method: mean pairwise Pearson and Spearman and mean pixel std of the min-max
     normalized maps of the runs (:func:`xfr.metrics.stability`), and the pairwise values
     (long format: method, run_a, run_b, pearson, spearman)."""
-    from .metrics import stability
     from .explain.common import minmax
+    from .metrics import stability
 
     summary, pairs = [], []
     for name, items in runs.items():

@@ -17,9 +17,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-ScoreFn = Callable[[Tensor], Tensor]
+from .engine import ScoreFn
+from .faces.mesh import batched_warp
+from .models.xception import ContextPadded
 
 
 def model_device(model) -> torch.device:
@@ -275,3 +277,104 @@ def load_gender_models(names: Sequence[str], device: str = "cpu") -> dict[str, G
             raise ValueError(f"model {name!r} has no `classes`; it is not a gender classifier")
         out[model_key(name)] = GenderModel(model_key(name), name, m, female_index(classes))
     return out
+
+
+# ----------------------------------------------------------------------------- CMS paper scores
+# (John et al., eqs. 1, 7, 8; notebooks/cms.ipynb). class_score is the probability of the
+# ground-truth class; the gender mini-Xception gets the face with extra context
+# (xfr.models.xception.ContextPadded) because it was trained on loose IMDB crops.
+# pair_confidence / mate_confidence are eq. 8, S = c (cos(Q1, Q2) - tau), with c = +1 for a
+# genuine pair and -1 for an impostor pair, so that a correct decision has a positive confidence
+# (eq. 8 as printed, c (tau - cos) with c = 1 for "same", is negative for every correctly
+# verified genuine pair; the sign convention is the only difference).
+def classifier_net(model: nn.Module, context: float = 0.0) -> nn.Module:
+    return ContextPadded(model, context) if context and context > 0 else model
+
+
+def class_score(model: nn.Module, k: int, context: float = 0.0) -> ScoreFn:
+    """phi(I, c) of eq. 1: the softmax probability of class ``k`` (the ground truth), the face
+    padded by ``context`` first when > 0."""
+    net = classifier_net(model, context)
+    f = attribute_score(net, k)
+    f.classifier, f.k = net, int(k)
+    return f
+
+
+def predict(model: nn.Module, images: Tensor, context: float = 0.0, batch_size: int = 64) -> Tensor:
+    """Class probabilities [N,K] of a classifier on faces [N,3,H,W]."""
+    net = classifier_net(model, context)
+    with torch.inference_mode():
+        return torch.cat([torch.softmax(net(images[i:i + batch_size]).float(), 1)
+                          for i in range(0, len(images), batch_size)])
+
+
+def cosine_tau(similarities, same) -> float:
+    """tau of eq. 8: the cosine-similarity threshold with the best verification accuracy on the
+    given pairs (genuine iff cos > tau; :func:`xfr.metrics.best_threshold` on 1 - cos)."""
+    from .metrics import best_threshold
+
+    return 1.0 - best_threshold(1.0 - np.asarray(similarities, dtype=np.float64), same)
+
+
+def _sign(same) -> float:
+    return 1.0 if bool(same) else -1.0
+
+
+def pair_confidence(embedder, tau: float, same: bool) -> ScoreFn:
+    """Eq. 8 on a side-by-side pair canvas [N,3,S,2S]: c (cos(e(left), e(right)) - tau), c = +1
+    for a genuine pair, -1 for an impostor pair (positive = verified correctly)."""
+    embed = unit_embeddings(embedder)
+    c = _sign(same)
+
+    def f(canvas: Tensor) -> Tensor:
+        if canvas.dim() == 3:
+            canvas = canvas[None]
+        w = canvas.shape[-1]
+        if w % 2:
+            raise ValueError(f"a pair canvas has an even width (two faces side by side), got {w}")
+        n = canvas.shape[0]
+        e = embed(torch.cat([canvas[..., : w // 2], canvas[..., w // 2:]]))
+        return c * ((e[:n] * e[n:]).sum(1) - tau)
+
+    f.verification = True
+    return f
+
+
+def mate_confidence(embedder, mate: Tensor, tau: float, same: bool) -> ScoreFn:
+    """Eq. 8 with one image perturbed: f(X) = c (cos(e(X), e(mate)) - tau), ``mate`` fixed."""
+    embed = unit_embeddings(embedder)
+    ref = embed(mate[None])[0]
+    c = _sign(same)
+
+    def f(images: Tensor) -> Tensor:
+        return c * (embed(images) @ ref - tau)
+
+    f.reference_embedding = ref
+    f.verification = True
+    return f
+
+
+def warped_score(f: ScoreFn, mat: np.ndarray, size: int) -> ScoreFn:
+    """f on images warped by ``mat`` into size x size first (a keypoint-aligned model explained
+    in an unaligned frame: occlusions happen in the frame, the model sees the warped chip)."""
+
+    def g(images: Tensor) -> Tensor:
+        if images.dim() == 3:
+            images = images[None]
+        return f(batched_warp(images, mat, size))
+
+    return g
+
+
+def decided_correctly(f: ScoreFn, image: Tensor) -> bool:
+    """Whether the model's decision on ``image`` is right: for :func:`class_score` the arg-max
+    class is the explained (ground-truth) class, for :func:`mate_confidence` /
+    :func:`pair_confidence` (eq. 8) the confidence is > 0."""
+    if getattr(f, "verification", False):
+        with torch.inference_mode():
+            return float(f(image[None])[0]) > 0.0
+    clf, k = getattr(f, "classifier", None), getattr(f, "k", None)
+    if clf is None or k is None:
+        raise ValueError("f must come from class_score, mate_confidence or pair_confidence")
+    with torch.inference_mode():
+        return int(clf(image[None]).float().argmax(1)[0]) == int(k)

@@ -1,12 +1,14 @@
-"""Canonical Saliency Maps (xfr.canonical): canonical layout, piecewise affine warps, CIS
+"""Canonical Saliency Maps (xfr.explain.canonical): canonical layout, piecewise affine warps, CIS
 (Algorithm 1, eqs. 1-5), CMS (eq. 6) and its convergence curve (Fig. 5)."""
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from xfr.canonical import (
+from xfr.engine import CountingScore
+from xfr.explain.canonical import (
     N_LANDMARKS,
     CanonicalFace,
     LandmarkPatchMasks,
@@ -17,12 +19,14 @@ from xfr.canonical import (
     cms_convergence,
     face_mesh,
     image_to_canonical,
+    images_to_converge,
     plot_canonical,
     rasterize_mesh,
     region_means,
+    spearman_brown_n,
     square_cover,
 )
-from xfr.engine import CountingScore
+from xfr.explain.canonical_regions import spread_landmarks
 
 H = W = 224
 
@@ -371,3 +375,43 @@ def test_face_mesh_on_small_gray_faces(data_dir):
     assert mesh[:, 0].min() > -10 and mesh[:, 0].max() < 58
     with pytest.raises(NoFaceError, match="upsample"):
         face_mesh(torch.full((3, 100, 100), 0.5))
+
+
+# ----------------------------------------------------------------------------- CIS runs and convergence
+def test_cis_with_explicit_points_costs_one_pass_each():
+    face = canonical_face(64)
+    img = torch.rand(3, 64, 64)
+    mesh = face.points.clone() * (48 / 64) + 8  # a face filling the middle of the image
+    pts = spread_landmarks(30, face)
+    f = lambda x: x.mean(dim=(1, 2, 3))  # noqa: E731
+    res = cis(f, img, mesh, patch=5, points=pts, face=face)
+    assert res.n_forward == 31 and torch.equal(res.points, pts)
+    assert (res.drops > 0).all()  # black patches lower the mean brightness
+    with pytest.raises(ValueError, match="points must be landmark indices"):
+        cis(f, img, mesh, patch=5, points=[0, 468], face=face)
+
+
+def test_images_to_converge():
+    curve = pd.DataFrame({"n_images": [1, 2, 5, 10, 20],
+                          "pearson_with_final": [0.5, 0.96, 0.94, 0.97, 1.0]})
+    assert images_to_converge(curve, 0.95) == 10  # the dip at 5 counts
+    assert images_to_converge(curve, 0.9) == 2
+    assert images_to_converge(curve, 0.999) is None  # only the trivial last point
+
+
+def test_spearman_brown_n_known_answers():
+    # two halves of 50 correlate at 0.5: reliability 0.95 needs 50 * 0.95 * 0.5 / (0.5 * 0.05)
+    assert spearman_brown_n(0.5, 50, 0.95) == pytest.approx(950.0)
+    assert spearman_brown_n(0.95, 50, 0.95) == pytest.approx(50.0)
+    assert spearman_brown_n(-0.1, 50, 0.95) == float("inf")
+    # simulated: map + noise, the projected n reproduces the measured split-half correlation
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=400)
+    maps = truth + rng.normal(scale=3.0, size=(400, 400))
+    r = np.corrcoef(maps[:20].mean(0), maps[20:40].mean(0))[0, 1]
+    n = spearman_brown_n(r, 20, 0.9)
+    big = int(round(n))
+    r_big = np.corrcoef(maps[:big].mean(0), maps[big:2 * big].mean(0))[0, 1] if 2 * big <= 400 else None
+    assert r_big is not None and r_big == pytest.approx(0.9, abs=0.04)
+    with pytest.raises(ValueError, match="target"):
+        spearman_brown_n(0.5, 10, 1.0)

@@ -261,6 +261,27 @@ def test_gradients_reach_the_input():
     assert not any(p.requires_grad for p in graph.parameters())
 
 
+def test_taps_see_and_replace_a_node_output():
+    x = RNG.normal(size=(1, 6, 6, 2)).astype(np.float32)
+    g = G(x.shape)
+    g.op("c", "Conv2D", ["x", g.const("k", RNG.normal(size=(3, 3, 2, 3)))],
+         **conv_attrs((1, 1), "SAME"))
+    g.op("r", "Relu", ["c"])
+    g.op("m", "Mean", ["r", g.const("axes", [1, 2, 3])], keep_dims={"b": False})
+    graph = g.build(["m"])
+    assert graph.node_names[-2:] == ["r", "m"] and "x" not in graph.node_names
+    inp = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    seen = []
+    hook = torch.nn.Identity()
+    hook.register_forward_hook(lambda m, i, o: seen.append(o.clone()))
+    plain = graph(inp)
+    torch.testing.assert_close(graph(inp, taps={"r": hook}), plain, rtol=0, atol=0)  # identity: same
+    assert len(seen) == 1 and seen[0].shape == (1, 3, 6, 6) and (seen[0] >= 0).all()  # NCHW relu
+    torch.testing.assert_close(graph(inp, taps={"r": lambda t: 2 * t}), 2 * plain)  # replaced downstream
+    with pytest.raises(ValueError, match="not in the graph"):
+        graph(inp, taps={"nope": hook})
+
+
 def test_unknown_op_and_bad_input_raise_clearly():
     g = G((1, 4, 4, 1))
     g.op("y", "Erf", ["x"])

@@ -17,7 +17,7 @@ few flipped decisions, "especially [for] males of Asian origin ... from the far 
    (:func:`matched_makeup_effect`);
 2. a controlled synthetic edit: the canonical eye region (the ring around each eye opening:
    lids, lash lines and eye corners, where eye make-up goes; :func:`xfr.faces.edits.edit_regions`) reprojected
-   onto each real face through its FaceMesh mesh (:func:`xfr.canonical.canonical_to_image`) as a
+   onto each real face through its FaceMesh mesh (:func:`xfr.explain.canonical.canonical_to_image`) as a
    soft mask, in which luminance is multiplied by ``factor`` (< 1 darkens, an "eye make-up" edit;
    > 1 lightens, clipped to [0, 1]) (:func:`xfr.faces.edits.luminance_edit`). The CONTROL is the same edit on a
    region of equal canonical area that is not the eyes (the cheeks by default), so that "any

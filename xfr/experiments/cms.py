@@ -1,758 +1,60 @@
 """Canonical Saliency Maps experiments (John et al., the CMS paper, §3-§5; notebook
-``notebooks/cms_bias.ipynb``): face preparation, the paper's score functions, Grad-CAM baselines,
-the alignment and patch-size ablations and the summaries of the canonical maps.
+``notebooks/cms.ipynb``): the steps of the notebook (data sets, accuracies, the CIS runs of four
+models, region readings, convergence, the alignment and patch-size ablations, the Grad-CAM family
+comparison, the randomization check) and their nested metrics; the paper's figures are in
+:mod:`xfr.experiments.cms_figures`.
 
-**Working frame.** Every face is brought to a common 224 x 224 working image (the VGG input size
-of the paper, so that its 15-px occluding patch keeps its meaning relative to the face) and gets
-its 468-point FaceMesh there (:func:`xfr.canonical.face_mesh` with the MTCNN box mapped into the
-frame). :func:`prepare_faces` builds the frame from one MTCNN pass on the original image:
-
-- ``"full"``: the whole image resized (FER-2013: 48 x 48 tight crops; the expression model was
-  trained on exactly these crops);
-- ``"crop"``: a square of ``crop_scale`` x the longer side of the MTCNN box around its centre
-  (UTKFace chips, CelebA aligned crops; the faceres nets were trained on VGGFace2 crops of the
-  box x 1.3);
-- ``"align"``: the 5-point similarity transform onto a model template scaled to 224 (LFW for the
-  dlib ResNet: its ``dlib150`` chip, so that the network's own resize to 150 gives exactly the
-  chip it expects).
-
-Pixels outside the original image are edge-replicated. Faces where MTCNN finds nothing, or
-whose FaceMesh disagrees with MTCNN's five landmarks (mean distance over the eye centres, nose
-tip and mouth corners > ``max_mesh_error`` x the inter-ocular distance), are dropped and counted.
-
-**Scores** (eqs. 1, 7, 8): :func:`class_score` is the probability of the ground-truth class
-(Algorithm 1 uses the target class C of the input, Fig. 2 the ground truth); the gender
-mini-Xception gets the face with extra context (:class:`ContextPadded`,
-``xfr.models.xception.pad_context``) because it was trained on loose IMDB crops.
-:func:`pair_confidence` / :func:`mate_confidence` are eq. 8, S = c (cos(Q1, Q2) - tau), with c =
-+1 for a genuine pair and -1 for an impostor pair, so that a correct decision has a positive
-confidence (eq. 8 as printed, c (tau - cos) with c = 1 for "same", is negative for every
-correctly verified genuine pair; the sign convention is the only difference).
+The building blocks live in the package: working frames and face preparation in
+:mod:`xfr.faces.mesh`, the score functions (eqs. 1, 8) in :mod:`xfr.score`, CIS / CMS and CIS runs
+in :mod:`xfr.explain.canonical`, canonical regions in :mod:`xfr.explain.canonical_regions`, the
+Grad-CAM family in :mod:`xfr.explain.cam`, samplers in :mod:`xfr.data`.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import math
 import time
-import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import data
+from ..data import sample_pairs, sample_rows
 from ..engine import ScoreFn
-from ..models.align import compose_affine as compose
-from ..models.align import invert_affine as invert
-from ..models.align import transform_points
-from ..models.xception import ContextPadded
-from ..score import attribute_score, unit_embeddings
-
-WORK_SIZE = 224
-# FaceMesh landmarks standing for MTCNN's five points, in MTCNN's order (image-left eye first:
-# the subject's right eye, MediaPipe 33/133; subject's left eye 362/263; nose tip 1; the mouth
-# corner on the image left 61, on the image right 291).
-MESH5 = ((33, 133), (362, 263), (1,), (61,), (291,))
-# extra canonical regions (landmark discs / polygons) for the paper's claims, see region_masks
-EYE_CORNERS = (33, 133, 362, 263)
-GLABELLA = (9, 8, 168, 107, 336, 55, 285)
-EYE_NOSE_TRIANGLE = (33, 263, 1)
-
-
-# ----------------------------------------------------------------------------- sampling
-def sample_rows(table: pd.DataFrame, n: int | None, seed: int = 0,
-                stratify: Sequence[str] | None = None) -> pd.DataFrame:
-    """``n`` random rows of ``table`` (all when n is None or larger), in equal shares of the
-    groups of the ``stratify`` columns (as equal as the groups allow), reproducible by ``seed``."""
-    if n is None or n >= len(table):
-        return table.sample(frac=1.0, random_state=seed).reset_index(drop=True)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if not stratify:
-        return table.sample(n=int(n), random_state=seed).reset_index(drop=True)
-    groups = [g.sample(frac=1.0, random_state=seed) for _, g in table.groupby(list(stratify))]
-    picked, k = [], 0
-    while len(picked) < n:  # round robin over the shuffled groups
-        added = False
-        for g in groups:
-            if k < len(g) and len(picked) < n:
-                picked.append(g.iloc[k])
-                added = True
-        if not added:
-            break
-        k += 1
-    out = pd.DataFrame(picked)
-    return out.sample(frac=1.0, random_state=seed).reset_index(drop=True)
-
-
-def sample_pairs(pairs, n: int | None, seed: int = 0) -> list:
-    """``n`` LFW pairs (:func:`xfr.data.lfw_pairs`), half genuine and half impostor, random."""
-    rng = np.random.default_rng(seed)
-    same = [p for p in pairs if p.same]
-    diff = [p for p in pairs if not p.same]
-    if n is None:
-        n = len(pairs)
-    n_same = min(len(same), (int(n) + 1) // 2)
-    n_diff = min(len(diff), int(n) - n_same)
-    pick = [same[i] for i in rng.permutation(len(same))[:n_same]] + \
-           [diff[i] for i in rng.permutation(len(diff))[:n_diff]]
-    return [pick[i] for i in rng.permutation(len(pick))]
-
-
-# ----------------------------------------------------------------------------- geometry
-def to_centres(points) -> np.ndarray:
-    """Continuous pixel coordinates (pixel i covers [i, i+1]) -> pixel-centre coordinates (centre
-    of pixel i at i), the convention of :mod:`xfr.models.align` matrices."""
-    return np.asarray(points, dtype=np.float64) - 0.5
-
-
-def transform_continuous(mat: np.ndarray, points) -> np.ndarray:
-    """Apply a pixel-centre 2x3 affine matrix (:mod:`xfr.models.align`) to continuous points."""
-    pts = np.asarray(points.detach().cpu().numpy() if isinstance(points, Tensor) else points,
-                     dtype=np.float64)
-    return transform_points(np.asarray(mat, dtype=np.float64), pts - 0.5) + 0.5
-
-
-def frame_matrix(mode: str, hw: tuple[int, int], landmarks5=None, box=None, crop_scale: float = 1.4,
-                 template: str = "dlib150", size: int = WORK_SIZE) -> np.ndarray:
-    """2x3 matrix (pixel centres) from original image pixels to the ``size`` working frame.
-
-    ``mode``: ``"full"`` (the whole H x W image scaled to size x size), ``"crop"`` (a square of
-    ``crop_scale`` x the longer side of ``box`` (x1, y1, x2, y2, continuous) around its centre),
-    ``"align"`` (5-point similarity of ``landmarks5`` [5,2] onto ``template`` scaled to size).
-    """
-    from ..models.align import get_template, similarity_transform
-
-    h, w = int(hw[0]), int(hw[1])
-    if mode == "full":
-        sx, sy = size / w, size / h
-        return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
-    if mode == "crop":
-        if box is None:
-            raise ValueError("mode 'crop' needs the face box")
-        if not crop_scale > 0:
-            raise ValueError(f"crop_scale must be > 0, got {crop_scale}")
-        x1, y1, x2, y2 = (float(v) for v in box)
-        if x2 <= x1 or y2 <= y1:
-            raise ValueError(f"box must have x2 > x1 and y2 > y1, got {box}")
-        side = crop_scale * max(x2 - x1, y2 - y1)
-        x0, y0 = (x1 + x2) / 2 - side / 2, (y1 + y2) / 2 - side / 2
-        k = size / side
-        return np.array([[k, 0.0, (0.5 - x0) * k - 0.5], [0.0, k, (0.5 - y0) * k - 0.5]])
-    if mode == "align":
-        if landmarks5 is None:
-            raise ValueError("mode 'align' needs the 5 landmarks")
-        tpl = get_template(template)
-        dst = (tpl.array() + 0.5) * size / tpl.size - 0.5
-        lm = np.asarray(landmarks5, dtype=np.float64)
-        return similarity_transform(lm, dst, tpl.weights)
-    raise ValueError(f"mode must be 'full', 'crop' or 'align', got {mode!r}")
-
-
-def warp_replicate(image: Tensor, mat: np.ndarray, size: int = WORK_SIZE) -> Tensor:
-    """``image`` [C,H,W] sampled into a size x size frame by ``mat`` (pixel centres), pixels
-    outside the image edge-replicated (bilinear; antialiased when shrinking by more than 2x)."""
-    from ..models.align import warp_affine
-
-    h, w = image.shape[1:]
-    inv = invert(mat)
-    corners = np.array([[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], dtype=np.float64)
-    src = corners @ inv[:, :2].T + inv[:, 2]
-    need = max(0.0, -src.min(), float((src[:, 0] - (w - 1)).max()), float((src[:, 1] - (h - 1)).max()))
-    pad = int(math.ceil(need)) + 2
-    pad = min(pad, 4 * max(h, w))
-    padded = F.pad(image[None], (pad, pad, pad, pad), mode="replicate")[0] if pad else image
-    shift = np.array([[1.0, 0.0, -pad], [0.0, 1.0, -pad]])  # padded pixel -> original pixel
-    return warp_affine(padded, compose(mat, shift) if pad else mat, size).clamp(0, 1)
-
-
-def batched_warp(images: Tensor, mat: np.ndarray, size: int) -> Tensor:
-    """A batch [N,C,H,W] warped by one 2x3 matrix (pixel centres, source -> destination) into
-    size x size (bilinear, zeros outside; differentiable). The score of a keypoint-aligned model
-    on an unaligned frame: ``f(batched_warp(x, A, 150))``."""
-    if images.dim() != 4:
-        raise ValueError(f"images must be [N,C,H,W], got {tuple(images.shape)}")
-    n, _, h, w = images.shape
-    inv = invert(mat)
-    norm = np.array([[2.0 / max(w - 1, 1), 0, -1.0], [0, 2.0 / max(h - 1, 1), -1.0], [0, 0, 1]])
-    theta = norm @ np.vstack([inv, [0, 0, 1]])
-    u = torch.arange(size, dtype=torch.float64)
-    vv, uu = torch.meshgrid(u, u, indexing="ij")
-    grid = torch.stack([uu, vv, torch.ones_like(uu)], -1) @ torch.from_numpy(theta[:2].T)
-    grid = grid.to(images.dtype).to(images.device)[None].expand(n, -1, -1, -1)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-
-
-def warp_map(smap, mat: np.ndarray, hw: tuple[int, int]) -> Tensor:
-    """A map [h,w] in a frame B carried into a frame A of size ``hw`` where ``mat`` maps A to B
-    (pixel centres): out(p) = smap(mat p), bilinear, 0 outside B."""
-    m = torch.as_tensor(np.asarray(smap, dtype=np.float32))
-    if m.dim() != 2:
-        raise ValueError(f"smap must be [H,W], got {tuple(m.shape)}")
-    h, w = int(hw[0]), int(hw[1])
-    if h != w:
-        raise ValueError("warp_map needs a square destination frame")
-    # batched_warp samples src at inv(M) p; here src = smap (frame B), M = inv(mat): A -> B
-    return batched_warp(m[None, None], invert(mat), h)[0, 0]
-
-
-# ----------------------------------------------------------------------------- faces
-@dataclass
-class PreparedFace:
-    """One face in the 224 working frame with its dense mesh."""
-
-    name: str
-    dataset: str
-    image: Tensor  # [3,S,S] in [0,1]
-    mesh: Tensor  # [468,2] continuous working-frame pixels
-    landmarks5: Tensor  # [5,2] MTCNN points in the working frame (continuous)
-    box: Tensor  # [4] MTCNN box in the working frame
-    matrix: np.ndarray  # 2x3 original pixel -> working pixel (pixel centres)
-    label: int  # ground-truth class index (-1: none)
-    mesh_error: float  # mean |mesh5 - MTCNN5| / inter-ocular distance
-    meta: dict = field(default_factory=dict)
-
-
-@dataclass
-class PreparedSet:
-    faces: list[PreparedFace]
-    dropped: dict[str, int]  # reason -> count
-    n_input: int
-    seconds: float
-    errors: list[float] = field(default_factory=list)  # mesh errors of all meshed faces
-
-    def summary(self, dataset: str) -> dict:
-        return dict(dataset=dataset, input=self.n_input, kept=len(self.faces),
-                    no_face=self.dropped.get("no_face", 0), bad_mesh=self.dropped.get("bad_mesh", 0),
-                    median_mesh_error=float(np.median(self.errors)) if self.errors else float("nan"),
-                    seconds=self.seconds)
-
-
-def mesh_five(mesh) -> np.ndarray:
-    """The five MTCNN-like points [5,2] read off a FaceMesh [468,2] (:data:`MESH5`)."""
-    m = np.asarray(mesh.detach().cpu().numpy() if isinstance(mesh, Tensor) else mesh, dtype=np.float64)
-    return np.stack([m[list(idx), :2].mean(0) for idx in MESH5])
-
-
-def mesh_error(mesh, landmarks5) -> float:
-    """Mean distance of :func:`mesh_five` from the MTCNN landmarks, over their inter-ocular
-    distance (0 = perfect agreement)."""
-    lm = np.asarray(landmarks5, dtype=np.float64)
-    iod = float(np.linalg.norm(lm[1] - lm[0]))
-    if iod <= 0:
-        return float("inf")
-    return float(np.linalg.norm(mesh_five(mesh) - lm, axis=1).mean() / iod)
-
-
-def detect_faces(images: Sequence[Tensor], detector, det_size: int = 224, pad: float = 0.25):
-    """One MTCNN pass per image on a copy scaled to long side ``det_size`` and edge-padded by
-    ``pad`` x det_size (tight crops need the margin): per image (box [4], landmarks [5,2]) of the
-    largest face in original continuous pixels, or None."""
-    from ..models.detect import largest_face
-
-    smalls, scales, pads = [], [], []
-    for img in images:
-        h, w = img.shape[1:]
-        s = det_size / max(h, w)
-        nh, nw = max(1, round(h * s)), max(1, round(w * s))
-        x = F.interpolate(img[None], size=(nh, nw), mode="bilinear", align_corners=False,
-                          antialias=s < 1).clamp(0, 1)
-        p = int(round(pad * det_size))
-        smalls.append(F.pad(x, (p, p, p, p), mode="replicate")[0])
-        scales.append((nw / w, nh / h))
-        pads.append(p)
-    out = []
-    for det, (sx, sy), p in zip(detector.detect(smalls), scales, pads):
-        k = largest_face(det)
-        if k is None:
-            out.append(None)
-            continue
-        box = det.boxes[k].double().numpy().copy()
-        lm = det.landmarks[k].double().numpy().copy()
-        box[[0, 2]] = (box[[0, 2]] - p) / sx
-        box[[1, 3]] = (box[[1, 3]] - p) / sy
-        lm[:, 0] = (lm[:, 0] - p) / sx
-        lm[:, 1] = (lm[:, 1] - p) / sy
-        out.append((box, lm))
-    return out
-
-
-def prepare_faces(paths: Sequence[Path], labels: Sequence[int], dataset: str, mode: str, detector,
-                  crop_scale: float = 1.4, template: str = "dlib150", size: int = WORK_SIZE,
-                  max_mesh_error: float = 0.25, metas: Sequence[dict] | None = None,
-                  batch: int = 32) -> PreparedSet:
-    """Detect, frame (:func:`frame_matrix`) and mesh every image; see the module docstring."""
-    from ..canonical import face_mesh
-    from ..io import load_image
-
-    if len(paths) != len(labels):
-        raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
-    if not max_mesh_error > 0:
-        raise ValueError(f"max_mesh_error must be > 0, got {max_mesh_error}")
-    t0 = time.perf_counter()
-    faces, dropped, errors = [], {"no_face": 0, "bad_mesh": 0}, []
-    metas = list(metas) if metas is not None else [{} for _ in paths]
-    for start in range(0, len(paths), batch):
-        chunk = list(range(start, min(start + batch, len(paths))))
-        images = [load_image(paths[i]) for i in chunk]
-        for i, img, found in zip(chunk, images, detect_faces(images, detector, det_size=size)):
-            if found is None:
-                dropped["no_face"] += 1
-                continue
-            box, lm = found
-            # MTCNN points are pixel-centre-like; treat them as continuous coordinates of the
-            # image (the half-pixel difference is far below the mesh tolerance)
-            mat = frame_matrix(mode, img.shape[1:], landmarks5=to_centres(lm), box=box,
-                               crop_scale=crop_scale, template=template, size=size)
-            work = warp_replicate(img, mat, size)
-            corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]])
-            c = transform_continuous(mat, corners)
-            box_w = np.array([c[:, 0].min(), c[:, 1].min(), c[:, 0].max(), c[:, 1].max()])
-            lm_w = transform_continuous(mat, lm)
-            mesh = face_mesh(work, box=torch.from_numpy(box_w).float())
-            err = mesh_error(mesh, lm_w)
-            errors.append(err)
-            if not np.isfinite(err) or err > max_mesh_error:
-                dropped["bad_mesh"] += 1
-                continue
-            faces.append(PreparedFace(Path(paths[i]).name, dataset, work, mesh,
-                                      torch.from_numpy(lm_w).float(), torch.from_numpy(box_w).float(),
-                                      mat, int(labels[i]), err, dict(metas[i])))
-    return PreparedSet(faces, dropped, len(paths), time.perf_counter() - t0, errors)
-
-
-def pair_canvas(a: Tensor, b: Tensor) -> Tensor:
-    """Two faces [3,S,S] side by side -> [3,S,2S] (eq. 8 occludes both at the same landmark)."""
-    if a.shape != b.shape or a.dim() != 3:
-        raise ValueError(f"pair faces must be two [3,S,S] images of one size, got "
-                         f"{tuple(a.shape)} and {tuple(b.shape)}")
-    return torch.cat([a, b], dim=2)
-
-
-def pair_mesh(mesh_a: Tensor, mesh_b: Tensor, width: int) -> Tensor:
-    """The two meshes [468,2] of :func:`pair_canvas` as [2,468,2] canvas coordinates."""
-    shifted = mesh_b.clone()
-    shifted[:, 0] += width
-    return torch.stack([mesh_a, shifted])
-
-
-# ----------------------------------------------------------------------------- scores
-def classifier_net(model: nn.Module, context: float = 0.0) -> nn.Module:
-    return ContextPadded(model, context) if context and context > 0 else model
-
-
-def class_score(model: nn.Module, k: int, context: float = 0.0) -> ScoreFn:
-    """phi(I, c) of eq. 1: the softmax probability of class ``k`` (the ground truth), the face
-    padded by ``context`` first when > 0."""
-    net = classifier_net(model, context)
-    f = attribute_score(net, k)
-    f.classifier, f.k = net, int(k)
-    return f
-
-
-def predict(model: nn.Module, images: Tensor, context: float = 0.0, batch_size: int = 64) -> Tensor:
-    """Class probabilities [N,K] of a classifier on faces [N,3,H,W]."""
-    net = classifier_net(model, context)
-    with torch.inference_mode():
-        return torch.cat([torch.softmax(net(images[i:i + batch_size]).float(), 1)
-                          for i in range(0, len(images), batch_size)])
-
-
-def cosine_tau(similarities, same) -> float:
-    """tau of eq. 8: the cosine-similarity threshold with the best verification accuracy on the
-    given pairs (genuine iff cos > tau; :func:`xfr.metrics.best_threshold` on 1 - cos)."""
-    from ..metrics import best_threshold
-
-    return 1.0 - best_threshold(1.0 - np.asarray(similarities, dtype=np.float64), same)
-
-
-def _sign(same) -> float:
-    return 1.0 if bool(same) else -1.0
-
-
-def pair_confidence(embedder, tau: float, same: bool) -> ScoreFn:
-    """Eq. 8 on a side-by-side pair canvas [N,3,S,2S]: c (cos(e(left), e(right)) - tau), c = +1
-    for a genuine pair, -1 for an impostor pair (positive = verified correctly)."""
-    embed = unit_embeddings(embedder)
-    c = _sign(same)
-
-    def f(canvas: Tensor) -> Tensor:
-        if canvas.dim() == 3:
-            canvas = canvas[None]
-        w = canvas.shape[-1]
-        if w % 2:
-            raise ValueError(f"a pair canvas has an even width (two faces side by side), got {w}")
-        n = canvas.shape[0]
-        e = embed(torch.cat([canvas[..., : w // 2], canvas[..., w // 2:]]))
-        return c * ((e[:n] * e[n:]).sum(1) - tau)
-
-    f.verification = True
-    return f
-
-
-def mate_confidence(embedder, mate: Tensor, tau: float, same: bool) -> ScoreFn:
-    """Eq. 8 with one image perturbed: f(X) = c (cos(e(X), e(mate)) - tau), ``mate`` fixed."""
-    embed = unit_embeddings(embedder)
-    ref = embed(mate[None])[0]
-    c = _sign(same)
-
-    def f(images: Tensor) -> Tensor:
-        return c * (embed(images) @ ref - tau)
-
-    f.reference_embedding = ref
-    f.verification = True
-    return f
-
-
-def warped_score(f: ScoreFn, mat: np.ndarray, size: int) -> ScoreFn:
-    """f on images warped by ``mat`` into size x size first (a keypoint-aligned model explained
-    in an unaligned frame: occlusions happen in the frame, the model sees the warped chip)."""
-
-    def g(images: Tensor) -> Tensor:
-        if images.dim() == 3:
-            images = images[None]
-        return f(batched_warp(images, mat, size))
-
-    return g
-
-
-# ----------------------------------------------------------------------------- CIS runs
-@dataclass
-class CISRun:
-    """The CIS maps of one model on one data set."""
-
-    task: str  # e.g. "gender (UTKFace)"
-    model: str
-    faces: list  # PreparedFace (or pairs of them)
-    results: list  # CISResult per face
-    base_scores: np.ndarray  # f(I) per face
-    correct: np.ndarray  # bool per face: the model's decision is right
-    seconds: float
-
-    @property
-    def maps(self) -> list[Tensor]:
-        return [r.canonical for r in self.results]
-
-    @property
-    def n_forward(self) -> int:
-        return int(sum(r.n_forward for r in self.results))
-
-
-def run_cis(task: str, model_name: str, items: Sequence, make_score: Callable, image_of: Callable,
-            mesh_of: Callable, patch: int = 15, points: Tensor | None = None, stride: int = 1,
-            batch_size: int = 64, face=None, correct_of: Callable | None = None,
-            canvas_patch: int | None = None) -> CISRun:
-    """CIS (Algorithm 1) of every item: ``make_score(item)`` -> f, ``image_of(item)`` -> image,
-    ``mesh_of(item)`` -> mesh [468,2] or [K,468,2]; ``points`` (landmark indices, e.g.
-    :func:`spread_landmarks`) or every ``stride``-th landmark occluded; ``canvas_patch`` as in
-    :func:`xfr.canonical.cis`."""
-    from ..canonical import cis
-
-    t0 = time.perf_counter()
-    results, base, correct = [], [], []
-    for it in items:
-        f = make_score(it)
-        r = cis(f, image_of(it), mesh_of(it), patch=patch, stride=stride, points=points, face=face,
-                batch_size=batch_size, canvas_patch=canvas_patch)
-        results.append(r)
-        base.append(r.base_score)
-        correct.append(bool(correct_of(it)) if correct_of else True)
-    return CISRun(task, model_name, list(items), results, np.array(base), np.array(correct),
-                  time.perf_counter() - t0)
-
-
-# ----------------------------------------------------------------------------- summaries
-def images_to_converge(curve: pd.DataFrame, level: float) -> int | None:
-    """Smallest n of a :func:`xfr.canonical.cms_convergence` curve from which the Pearson
-    correlation with the final map stays >= ``level`` (None if never before the last step)."""
-    c = curve.sort_values("n_images")
-    ok = (c["pearson_with_final"] >= level).to_numpy()
-    n = c["n_images"].to_numpy()
-    if len(n) < 2 or not ok[-1]:
-        return None
-    bad = np.flatnonzero(~ok)
-    first = 0 if len(bad) == 0 else bad[-1] + 1
-    return int(n[first]) if first < len(n) - 1 else None
-
-
-def spearman_brown_n(r: float, n: int, target: float) -> float:
-    """Images per map at which two independent CMS maps would correlate at ``target``, given that
-    two maps of ``n`` images each correlate at ``r`` (split-half): the Spearman-Brown prophecy
-    n * target (1 - r) / (r (1 - target)), which assumes each CIS map is the model's map plus
-    independent noise (inf when r <= 0)."""
-    if not 0 < target < 1:
-        raise ValueError(f"target must be in (0, 1), got {target}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if not np.isfinite(r) or r <= 0:
-        return float("inf")
-    if r >= 1:
-        return float(n)
-    return float(n * target * (1 - r) / (r * (1 - target)))
-
-
-def landmark_disc_mask(face, indices: Sequence[int], radius: float) -> Tensor:
-    """BoolTensor[S,S]: canvas pixels within ``radius`` of any of the canonical landmarks."""
-    s = face.size
-    yy, xx = torch.meshgrid(torch.arange(s) + 0.5, torch.arange(s) + 0.5, indexing="ij")
-    pts = face.points[list(indices)].double()
-    d2 = (xx[None].double() - pts[:, 0, None, None]) ** 2 + (yy[None].double() - pts[:, 1, None, None]) ** 2
-    return (d2 <= radius ** 2).any(0) & face.face_mask
-
-
-def polygon_mask(face, indices: Sequence[int]) -> Tensor:
-    """BoolTensor[S,S]: canvas pixels inside the polygon through the given canonical landmarks."""
-    from matplotlib.path import Path as MPath
-
-    s = face.size
-    centres = np.stack(np.meshgrid(np.arange(s) + 0.5, np.arange(s) + 0.5, indexing="xy"), -1).reshape(-1, 2)
-    pts = face.points[list(indices)].double().numpy()
-    return torch.from_numpy(MPath(pts).contains_points(centres).reshape(s, s)) & face.face_mask
-
-
-def region_masks(face) -> dict[str, Tensor]:
-    """The canonical regions summarized: the face's own (eyes, eyebrows, nose, mouth, cheeks) and
-    three for the paper's claims: ``eye_corners`` (discs of radius S/32 around the four eye
-    corners, gender), ``glabella`` (between the eyebrows, disc S/24, expression) and
-    ``eye_nose_triangle`` (outer eye corners and nose tip, recognition)."""
-    s = face.size
-    out = {n: face.region_mask(n) for n in ("eyes", "eyebrows", "nose", "mouth", "cheeks")}
-    out["eye_corners"] = landmark_disc_mask(face, EYE_CORNERS, s / 32)
-    out["glabella"] = landmark_disc_mask(face, GLABELLA, s / 24)
-    out["eye_nose_triangle"] = polygon_mask(face, EYE_NOSE_TRIANGLE)
-    return out
-
-
-def region_mass(cmap, face, masks: Mapping[str, Tensor] | None = None) -> pd.DataFrame:
-    """Per region: ``mass_share`` (share of the map's positive mass on the face that lies in the
-    region), ``area_share`` (share of the face's area: what a uniform map would give),
-    ``enrichment`` = mass_share / area_share (> 1: the model looks there more than uniformly)
-    and the region's mean value."""
-    m = torch.as_tensor(np.asarray(cmap, dtype=np.float64))
-    if m.shape != (face.size, face.size):
-        raise ValueError(f"cmap must be [{face.size},{face.size}], got {tuple(m.shape)}")
-    masks = dict(masks) if masks is not None else region_masks(face)
-    fm = face.face_mask
-    pos = m.clamp(min=0) * fm
-    total = float(pos.sum())
-    area = float(fm.sum())
-    rows = []
-    for name, mask in masks.items():
-        mask = mask & fm
-        share = float(pos[mask].sum()) / total if total > 0 else float("nan")
-        a = float(mask.sum()) / area
-        rows.append(dict(region=name, mass_share=share, area_share=a,
-                         enrichment=share / a if a > 0 else float("nan"),
-                         mean_value=float(m[mask].mean()) if mask.any() else float("nan")))
-    return pd.DataFrame(rows)
-
-
-def masked_spearman(a, b, mask) -> float:
-    """Spearman rank correlation of two maps restricted to ``mask`` (the face on the canvas:
-    the constant zeros outside it would inflate the correlation)."""
-    from ..metrics import spearman
-
-    mk = np.asarray(mask, dtype=bool)
-    return spearman(np.asarray(a, dtype=np.float64)[mk][None], np.asarray(b, dtype=np.float64)[mk][None])
-
-
-def positive(smap) -> np.ndarray:
-    """The positive part of a map (saliency = score drops; negative drops are no evidence for
-    the explained decision) as float64."""
-    return np.maximum(np.asarray(smap, dtype=np.float64), 0.0)
-
-
-def spread_landmarks(n: int, face=None, start: int = 1) -> Tensor:
-    """``n`` landmark indices spread evenly over the canonical face (farthest-point sampling of
-    the canvas points from landmark ``start``, the nose tip), sorted.
-
-    MediaPipe's landmark numbering has no spatial order, so Algorithm 1's "every stride-th
-    vertex" leaves holes on the canvas (with the recorded patch of a 15 px occluder, stride 3
-    covers about half of the face); the same number of evenly spread points covers far more.
-    """
-    from ..canonical import N_LANDMARKS, canonical_face
-
-    face = face if face is not None else canonical_face()
-    if not 1 <= int(n) <= N_LANDMARKS:
-        raise ValueError(f"n must be in [1, {N_LANDMARKS}], got {n}")
-    if n == N_LANDMARKS:
-        return torch.arange(N_LANDMARKS)
-    pts = face.points.double().numpy()
-    sel = [int(start)]
-    d = np.linalg.norm(pts - pts[start], axis=1)
-    while len(sel) < int(n):
-        i = int(d.argmax())
-        sel.append(i)
-        d = np.minimum(d, np.linalg.norm(pts - pts[i], axis=1))
-    return torch.tensor(sorted(sel), dtype=torch.long)
-
-
-def canvas_coverage(points: Tensor, canvas_patch: int, face=None) -> float:
-    """Share of the canonical face covered by the recorded patches of ``points`` (eq. 5's count
-    N > 0): the part of the face a CIS map can say anything about."""
-    from ..canonical import canonical_face, square_cover
-
-    face = face if face is not None else canonical_face()
-    p = face.points.double()[torch.as_tensor(points, dtype=torch.long)]
-    cols = square_cover(p[:, 0], int(canvas_patch), face.size).double()
-    rows = square_cover(p[:, 1], int(canvas_patch), face.size).double()
-    return float(((rows.T @ cols) > 0)[face.face_mask].float().mean())
-
-
-# ----------------------------------------------------------------------------- Grad-CAM family
-CAM_METHODS = ("gradcam", "gradcam++", "scorecam")
-CAM_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "ScoreCAM"}
-
-
-class CamNet(nn.Module):
-    """A model as pytorch-grad-cam wants it: an ``nn.Module`` with at least one parameter (the
-    package finds the device from it; TF.js graphs hold only buffers)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.anchor = nn.Parameter(torch.zeros(()), requires_grad=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
-
-
-class TappedFaceResGender(nn.Module):
-    """``faceres-gender`` (a TF.js graph run op by op, :class:`xfr.models.tfjs_graph.TFJSGraph`)
-    with an ``nn.Identity`` module ``tap`` applied to the output of graph node ``node``, so that
-    module hooks (Grad-CAM's activations and gradients) see that layer. Same logits as the model.
-
-    The graph's ops are closures, not modules, so no layer can be hooked directly; this re-runs
-    the graph's compiled steps (``graph._steps``) with the tap inserted.
-    """
-
-    def __init__(self, net: nn.Module, node: str = "conv_pw_11_relu/clip_by_value"):
-        super().__init__()
-        from ..models.human import FaceResGender
-
-        if not isinstance(net, FaceResGender):
-            raise ValueError(f"expected the faceres-gender model, got {type(net).__name__}")
-        names = [s[0] for s in net.graph._steps]
-        if node not in names:
-            raise ValueError(f"node {node!r} is not in the graph; conv layers: "
-                             f"{[n for n in names if 'relu' in n][-6:]}")
-        self.net = net
-        self.node = node
-        self.tap = nn.Identity()
-        self.classes = net.classes
-        self.anchor = nn.Parameter(torch.zeros(()), requires_grad=False)
-
-    def forward(self, faces: Tensor) -> Tensor:
-        from ..models.tfjs_graph import NCHW_TO_NHWC
-
-        g = self.net.graph
-        x = self.net.preprocess(faces).float().contiguous(memory_format=torch.channels_last)
-        env = {g.input_name: x}
-        for (name, _, fn), release in zip(g._steps, g._release):
-            env[name] = fn(env)
-            if name == self.node:
-                env[name] = self.tap(env[name])
-            for r in release:
-                env.pop(r, None)
-        name = g.output_names[0]
-        z = env[name].permute(NCHW_TO_NHWC) if g._nchw[name] else env[name]
-        return torch.cat([-z / 2, z / 2], dim=1)
-
-
-class VerificationTarget:
-    """Grad-CAM target for eq. 8: c (cos(e, e_mate) - tau) of an embedding ``e`` (model output)."""
-
-    def __init__(self, mate_embedding: Tensor, tau: float, same: bool):
-        self.ref = F.normalize(mate_embedding.float().flatten(), dim=0)
-        self.tau = float(tau)
-        self.c = _sign(same)
-
-    def __call__(self, output: Tensor) -> Tensor:
-        e = F.normalize(output.float(), dim=-1)
-        return self.c * ((e * self.ref.to(e.device)).sum(-1) - self.tau)
-
-
-def cam_setup(model_name: str, model: nn.Module) -> tuple[nn.Module, nn.Module, str]:
-    """(module to explain, its target layer, layer name) for the Grad-CAM family:
-    mini-Xceptions: ``model.target_layer`` (the last convolution, Arriaga's Grad-CAM layer);
-    dlib ResNet: ``blocks.conv256_2`` (the last residual block at 4x4 on the 150 input; the
-    final down block leaves 2x2); faceres-gender: the graph node ``conv_pw_11`` (14x14x512, the
-    resolution and width of VGG-16's conv5_3 at 224 that the paper's baselines use; its last
-    layer conv_pw_13 is 7x7x1024, twice the ScoreCAM cost) through :class:`TappedFaceResGender`."""
-    from ..models.dlib_resnet import DlibResNet
-    from ..models.human import FaceResGender
-    from ..models.xception import XceptionClassifier
-
-    if isinstance(model, XceptionClassifier):
-        return CamNet(model), model.target_layer, model.target_layer_name
-    if isinstance(model, DlibResNet):
-        return CamNet(model), model.blocks["conv256_2"], "blocks.conv256_2"
-    if isinstance(model, FaceResGender):
-        tapped = TappedFaceResGender(model)
-        return tapped, tapped.tap, tapped.node
-    raise ValueError(f"no Grad-CAM target layer known for {model_name!r} ({type(model).__name__})")
-
-
-def cam_maps(method: str, net: nn.Module, layer: nn.Module, images: Tensor, targets: Sequence,
-             context: float = 0.0, batch_size: int = 16) -> np.ndarray:
-    """Grad-CAM / Grad-CAM++ / ScoreCAM maps (pytorch-grad-cam) [N,H,W] in [0,1] of images
-    [N,3,H,W] with one target per image (``ClassifierOutputTarget`` or a callable on the model
-    output, e.g. :class:`VerificationTarget`).
-
-    ``context`` > 0: the images are padded as :class:`ContextPadded` does, the CAM computed on
-    the padded input (where the network's activations live) and cropped back to the face.
-    """
-    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
-
-    classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM}
-    if method not in classes:
-        raise ValueError(f"method must be one of {sorted(classes)}, got {method!r}")
-    if images.dim() != 4:
-        raise ValueError(f"images must be [N,3,H,W], got {tuple(images.shape)}")
-    if len(targets) != len(images):
-        raise ValueError(f"{len(targets)} targets for {len(images)} images")
-    h, w = images.shape[-2:]
-    x = images.float()
-    ph = pw = 0
-    if context and context > 0:
-        from ..models.xception import pad_context
-
-        x = pad_context(x, context)
-        ph, pw = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
-    cam = classes[method](model=net, target_layers=[layer])
-    cam.compute_input_gradient = method != "scorecam"  # gradients reach TF.js graphs (buffers)
-    if method == "scorecam":
-        cam.batch_size = batch_size
-    out = []
-    try:
-        for i in range(len(x)):
-            # oneDNN's backward of a strided 1x1 convolution on channels-last input (the
-            # mini-Xception shortcuts) crashes this torch build (double free / segfault): the
-            # gradient methods run on the native kernels (same gradients); ScoreCAM needs no
-            # backward pass and keeps oneDNN (3x faster forward passes). Its tqdm bars are muted.
-            with torch.enable_grad(), warnings.catch_warnings(), \
-                    contextlib.redirect_stderr(io.StringIO()):
-                warnings.simplefilter("ignore", UserWarning)
-                with torch.backends.mkldnn.flags(enabled=method == "scorecam"):
-                    m = cam(input_tensor=x[i:i + 1], targets=[targets[i]])[0]
-            m = m[ph:ph + h, pw:pw + w] if (ph or pw) else m
-            lo, hi = float(m.min()), float(m.max())
-            out.append(((m - lo) / (hi - lo)) if hi > lo else np.zeros_like(m))
-    finally:
-        cam.activations_and_grads.release()
-    return np.stack(out).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------- ablation
-def frame_to_chip(face: PreparedFace, raw_hw: tuple[int, int], size: int = WORK_SIZE) -> np.ndarray:
-    """2x3 matrix from the "no alignment" frame (the original image resized to size x size) to
-    the face's working (aligned) frame."""
-    return compose(face.matrix, invert(frame_matrix("full", raw_hw, size=size)))
+from ..explain.cam import CAM_LABELS, CAM_METHODS, VerificationTarget, cam_maps, cam_setup, layer_channels
+from ..explain.canonical import CISRun, images_to_converge, run_cis, spearman_brown_n
+from ..explain.canonical_regions import (
+    canvas_coverage,
+    masked_spearman,
+    positive,
+    region_masks,
+    region_mass,
+    spread_landmarks,
+)
+from ..faces.mesh import (
+    WORK_SIZE,
+    frame_matrix,
+    frame_to_chip,
+    pair_canvas,
+    pair_mesh,
+    prepare_faces,
+    transform_continuous,
+    warp_map,
+    warp_replicate,
+)
+from ..models.align import invert_affine
+from ..score import (
+    class_score,
+    cosine_tau,
+    decided_correctly,
+    mate_confidence,
+    pair_confidence,
+    predict,
+    unit_embeddings,
+    warped_score,
+)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -782,248 +84,570 @@ def confidence_table(task: str, results: Sequence, costs: Mapping[str, Sequence[
     return pd.DataFrame(rows)
 
 
-# ----------------------------------------------------------------------------- figures
-def fig_cms_models(maps: Mapping[str, Tensor], face, subtitles: Mapping[str, str] | None = None,
-                   title: str | None = None):
-    """Figs. 1 / 7 / 13: one canonical map per model over the canonical face (each scaled to
-    its own range, red = high)."""
-    import matplotlib.pyplot as plt
-
-    from ..canonical import plot_canonical
-
-    n = len(maps)
-    cols = n if n <= 4 else int(math.ceil(n / 2))
-    rows = int(math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols, 3.3 * rows + 0.4), squeeze=False,
-                             layout="constrained")
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for ax, (name, m) in zip(axes.flat, maps.items()):
-        plot_canonical(ax, m, face)
-        sub = (subtitles or {}).get(name, "")
-        ax.set_title(name + (f"\n{sub}" if sub else ""), fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+# ----------------------------------------------------------------------------- metrics
+def flatten_metrics(nested: Mapping, sep: str = "_", prefix: str = "") -> dict:
+    """Nested metrics (dicts of dicts) as one flat dict whose keys join the nested keys with
+    ``sep``: {"cms": {"lfw": {"n": 3}}} -> {"cms_lfw_n": 3} (the flat names of earlier runs)."""
+    flat: dict = {}
+    for k, v in nested.items():
+        key = f"{prefix}{sep}{k}" if prefix else str(k)
+        for name, value in (flatten_metrics(v, sep, key) if isinstance(v, Mapping) else {key: v}).items():
+            if name in flat:
+                raise ValueError(f"metric {name!r} appears twice")
+            flat[name] = value
+    return flat
 
 
-def fig_cis_examples(rows: Sequence[dict], face, title: str | None = None):
-    """Fig. 6: per row (a) the occlusion-on-mesh map on the input, (b) the CIS map, (c) the
-    model's CMS and (d) the CMS reprojected onto the input. ``rows``: dicts with ``label``,
-    ``image`` [3,H,W], ``image_map`` [H,W], ``cis`` [S,S], ``cms`` [S,S], ``reprojected``
-    [H,W]."""
-    import matplotlib.pyplot as plt
-
-    from ..canonical import plot_canonical
-    from ..viz import overlay
-
-    fig, axes = plt.subplots(len(rows), 4, figsize=(10.5, 2.75 * len(rows)), squeeze=False)
-    heads = ("(a) occlusion on the mesh", "(b) CIS", "(c) CMS", "(d) CMS reprojected")
-    for r, row in enumerate(rows):
-        ax = axes[r]
-        ax[0].imshow(overlay(row["image"], row["image_map"]))
-        plot_canonical(ax[1], row["cis"], face)
-        plot_canonical(ax[2], row["cms"], face)
-        rep = row["reprojected"]
-        ax[3].imshow(overlay(row["image"], rep))
-        for j in range(4):
-            ax[j].set_axis_off()
-            ax[j].set_title((heads[j] + "\n" if r == 0 else "") + (row["label"] if j == 0 else ""),
-                            fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+def _metric(v):
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
 
 
-def fig_convergence(curves: pd.DataFrame, levels: Sequence[float] = (0.95, 0.99)):
-    """Fig. 5 as a curve: Pearson correlation of the CMS of n images with the final CMS."""
-    import matplotlib.pyplot as plt
+# ----------------------------------------------------------------------------- §3.1 faces
+def prepare_sets(mtcnn, fer_images: int | None, utk_images: int | None, celeba_images: int | None,
+                 n_pairs: int | None, seed: int = 0, crop_scale: float = 1.4,
+                 max_mesh_error: float = 0.15, work_size: int = WORK_SIZE):
+    """The four data sets sampled (FER-2013 stratified by class, UTKFace by gender x race,
+    CelebA by gender, LFW fold-1 pairs half genuine) and prepared in their working frames
+    (:func:`xfr.faces.mesh.prepare_faces`). Labels: FER class index; gender 0 = woman/female,
+    1 = man/male (both models' class order).
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for model, sub in curves.groupby("model", sort=False):
-        ax.plot(sub.n_images, sub.pearson_with_final, marker="o", ms=3, label=model)
-    for lv in levels:
-        ax.axhline(lv, color="gray", lw=0.6, ls="--")
-    ax.set_xscale("log")
-    ax.set_xlabel("number of CIS maps averaged (random order)")
-    ax.set_ylabel("Pearson r with the CMS of all maps")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def fig_convergence_maps(maps: Sequence[Tensor], steps: Sequence[int], face, seed: int = 0,
-                         title: str | None = None):
-    """Fig. 5 as maps: the CMS of the first n CIS maps (same random order as cms_convergence)."""
-    import matplotlib.pyplot as plt
-
-    from ..canonical import plot_canonical
-
-    stacked = torch.stack([torch.as_tensor(m, dtype=torch.float64) for m in maps])
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(stacked)))
-    steps = [s for s in steps if s <= len(stacked)]
-    fig, axes = plt.subplots(1, len(steps), figsize=(2.4 * len(steps), 2.8), squeeze=False)
-    for ax, k in zip(axes[0], steps):
-        plot_canonical(ax, stacked[order[:k]].mean(0), face)
-        ax.set_title(f"{k} images", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    Returns (sets: name -> PreparedSet, sampled pairs, kept pairs (pair, face a, face b) with both
+    faces prepared, the preparation table) and, as ``metrics``, the nested face counts."""
+    fer_rows = sample_rows(data.fer2013(), fer_images, seed, stratify=["label"])
+    utk_rows = sample_rows(data.utkface(), utk_images, seed, stratify=["gender", "race"])
+    celeba_rows = sample_rows(data.celeba(), celeba_images, seed, stratify=["Male"])
+    pairs = sample_pairs(data.lfw_pairs(), n_pairs, seed)
+    lfw_paths = list(dict.fromkeys([p for pr in pairs for p in (pr.a, pr.b)]))
+    sets = {
+        "FER-2013": prepare_faces(list(fer_rows.path), list(fer_rows.y), "fer2013", "full", mtcnn,
+                                  max_mesh_error=max_mesh_error, size=work_size),
+        "UTKFace": prepare_faces(list(utk_rows.path), list(1 - utk_rows.gender), "utkface", "crop", mtcnn,
+                                 crop_scale=crop_scale, max_mesh_error=max_mesh_error, size=work_size,
+                                 metas=utk_rows[["gender", "race", "age"]].to_dict("records")),
+        "CelebA": prepare_faces(list(celeba_rows.path), list(celeba_rows.Male.astype(int)), "celeba", "crop",
+                                mtcnn, crop_scale=crop_scale, max_mesh_error=max_mesh_error, size=work_size,
+                                metas=celeba_rows[["Male", "Heavy_Makeup"]].to_dict("records")),
+        "LFW": prepare_faces(lfw_paths, [0] * len(lfw_paths), "lfw", "align", mtcnn, template="dlib150",
+                             max_mesh_error=max_mesh_error, size=work_size),
+    }
+    lfw_face = {f.name: f for f in sets["LFW"].faces}
+    kept_pairs = [(pr, lfw_face[pr.a.name], lfw_face[pr.b.name]) for pr in pairs
+                  if pr.a.name in lfw_face and pr.b.name in lfw_face]
+    prep = pd.DataFrame([s.summary(k) for k, s in sets.items()])
+    return sets, pairs, kept_pairs, prep
 
 
-def fig_alignment(none_map, mean_raw: Tensor, kp_map, mean_chip: Tensor, cms_map, face, title=None):
-    """Fig. 21: the three model-level maps: (a) no alignment over the mean input image, (b)
-    5-point alignment over the mean aligned face, (c) CMS over the canonical face."""
-    import matplotlib.pyplot as plt
-
-    from ..canonical import plot_canonical
-    from ..viz import overlay
-
-    fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.5))
-    axes[0].imshow(overlay(mean_raw, torch.as_tensor(np.asarray(none_map))))
-    axes[0].set_title("(a) no alignment\n(mean of the input frames)", fontsize=8)
-    axes[1].imshow(overlay(mean_chip, torch.as_tensor(np.asarray(kp_map))))
-    axes[1].set_title("(b) 5-point alignment\n(mean aligned face)", fontsize=8)
-    plot_canonical(axes[2], cms_map, face)
-    axes[2].set_title("(c) canonical (CMS)", fontsize=8)
-    for ax in axes:
-        ax.set_axis_off()
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+def face_metrics(prep: pd.DataFrame, pairs: Sequence, kept_pairs: Sequence) -> dict:
+    """{"faces": {data set: {input, kept, no_face, bad_mesh}}, "lfw_pairs": {sampled, kept}}."""
+    faces = {r.dataset.lower().replace("-", ""): dict(input=r.input, kept=r.kept, no_face=r.no_face,
+                                                      bad_mesh=r.bad_mesh) for r in prep.itertuples()}
+    return {"faces": faces, "lfw_pairs": dict(sampled=len(pairs), kept=len(kept_pairs))}
 
 
-METRIC_TITLES = (("average_drop", "Average Drop % (higher better)"),
-                 ("increase_in_confidence", "% Increase in confidence (lower better)"),
-                 ("win", "Win % (higher better)"))
+def coverages(points: Tensor, face) -> tuple[dict, int]:
+    """Face coverage of the spread landmarks and of every k-th landmark (same count) for recorded
+    patches of 12 and 16 px: ({"12px", "16px", "strided": {"12px", "16px"}}, k)."""
+    k = max(1, round(468 / len(points)))
+    cover = {fs: canvas_coverage(points, fs, face) for fs in (12, 16)}
+    strided = {fs: canvas_coverage(torch.arange(0, 468, k), fs, face) for fs in (12, 16)}
+    return {"12px": cover[12], "16px": cover[16],
+            "strided": {"12px": strided[12], "16px": strided[16]}}, k
 
 
-def fig_metric_bars(table: pd.DataFrame, title: str | None = None,
-                    metrics: Sequence[tuple[str, str]] = METRIC_TITLES):
-    """Figs. 10-12 / 20 layout: per metric, grouped bars of the methods for each task."""
-    import matplotlib.pyplot as plt
-
-    tasks = list(dict.fromkeys(table.task))
-    methods = list(dict.fromkeys(table.method))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
-    width = 0.8 / max(len(methods), 1)
-    for ax, (col, name) in zip(axes[0], metrics):
-        for j, m in enumerate(methods):
-            vals = [float(table[(table.task == t) & (table.method == m)][col].iloc[0])
-                    if ((table.task == t) & (table.method == m)).any() else np.nan for t in tasks]
-            ax.bar(np.arange(len(tasks)) + (j - (len(methods) - 1) / 2) * width, vals, width, label=m)
-        ax.set_xticks(range(len(tasks)), tasks, rotation=20, ha="right", fontsize=7)
-        ax.set_title(name, fontsize=9)
-    axes[0][0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+# ----------------------------------------------------------------------------- models, scores
+def _stack(faces) -> Tensor:
+    return torch.stack([f.image for f in faces])
 
 
-def fig_negative_explanations(images: Sequence[Tensor], heatmaps: Mapping[str, Sequence],
-                              scores: np.ndarray | None = None, labels: Sequence[str] | None = None,
-                              title: str | None = None):
-    """Figs. 9 / 14 style: per image a row of the normalized heat maps H (eq. 10) over the image
-    and a row of the negative explanations E = (1 - H) I (eq. 9) of every method; ``scores``
-    [N, 1 + K] = M(I), M(E_k) shown in the captions."""
-    import matplotlib.pyplot as plt
-
-    from ..metrics import negative_explanation, normalize_heatmaps
-    from ..viz import overlay
-
-    methods = list(heatmaps)
-    n = len(images)
-    fig, axes = plt.subplots(2 * n, 1 + len(methods), figsize=(2.1 * (1 + len(methods)), 4.5 * n),
-                             squeeze=False)
-    for i, img in enumerate(images):
-        hs = normalize_heatmaps([heatmaps[m][i] for m in methods])
-        top, bottom = axes[2 * i], axes[2 * i + 1]
-        top[0].imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
-        cap = (labels[i] if labels else "") + (f"\nM(I) = {scores[i][0]:.3f}" if scores is not None else "")
-        top[0].set_title(cap, fontsize=7)
-        for k, m in enumerate(methods):
-            top[k + 1].imshow(overlay(img, torch.from_numpy(hs[k]), alpha=0.5))
-            top[k + 1].set_title(f"{m}: H (max {hs[k].max():.2f})", fontsize=7)
-            e = negative_explanation(img, hs[k])
-            bottom[k + 1].imshow(e.permute(1, 2, 0).clamp(0, 1).numpy())
-            bottom[k + 1].set_title("E = (1 - H) I" + (f"\nM(E) = {scores[i][k + 1]:.3f}"
-                                                          if scores is not None else ""), fontsize=7)
-        for ax in list(top) + list(bottom):
-            ax.set_axis_off()
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+def _labels(faces) -> Tensor:
+    return torch.tensor([f.label for f in faces])
 
 
-def fig_patch_sizes(image: Tensor, results: Sequence, face, title: str | None = None):
-    """Fig. 18: the CIS map of one image for each occluder size."""
-    import matplotlib.pyplot as plt
-
-    from ..canonical import plot_canonical
-
-    fig, axes = plt.subplots(1, 1 + len(results), figsize=(2.4 * (1 + len(results)), 2.9))
-    axes[0].imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
-    axes[0].set_axis_off()
-    axes[0].set_title("input", fontsize=8)
-    for ax, r in zip(axes[1:], results):
-        plot_canonical(ax, r.canonical, face)
-        ax.set_title(f"patch {r.patch} px\n{len(r.points)} points, canvas {r.canvas_patch} px",
-                     fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def fig_randomization(original: Tensor, maps: Sequence, layers: Sequence[str], table: pd.DataFrame,
-                      face, title: str | None = None):
-    """Fig. 8: the trained model's CMS and the CMS after randomizing the top 1, 2, ... layers,
-    captioned with Spearman (face pixels) and SSIM against the trained CMS."""
-    import matplotlib.pyplot as plt
-
-    from ..canonical import plot_canonical
-
-    fig, axes = plt.subplots(1, 1 + len(maps), figsize=(2.5 * (1 + len(maps)), 3.1))
-    axes = np.atleast_1d(axes)
-    plot_canonical(axes[0], torch.as_tensor(np.asarray(original)), face)
-    axes[0].set_title("trained", fontsize=8)
-    for k, (ax, m) in enumerate(zip(axes[1:], maps)):
-        plot_canonical(ax, torch.as_tensor(np.asarray(m)), face)
-        row = table.iloc[k]
-        ax.set_title(f"top {k + 1} random ({layers[k]})\nrho {row.spearman_face:+.2f}, "
-                     f"SSIM {row.ssim:.2f}", fontsize=6.5)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def layer_channels(net: nn.Module, layer: nn.Module, images: Tensor) -> int:
-    """Number of channels of ``layer``'s output on ``images`` (ScoreCAM runs one pass each)."""
-    shapes = []
-    h = layer.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
-    try:
-        with torch.no_grad():
-            net(images)
-    finally:
-        h.remove()
-    return int(shapes[0][1])
-
-
-def decided_correctly(f: ScoreFn, image: Tensor) -> bool:
-    """Whether the model's decision on ``image`` is right: for :func:`class_score` the arg-max
-    class is the explained (ground-truth) class, for :func:`mate_confidence` /
-    :func:`pair_confidence` (eq. 8) the confidence is > 0."""
-    if getattr(f, "verification", False):
-        with torch.inference_mode():
-            return float(f(image[None])[0]) > 0.0
-    clf, k = getattr(f, "classifier", None), getattr(f, "k", None)
-    if clf is None or k is None:
-        raise ValueError("f must come from class_score, mate_confidence or pair_confidence")
+def accuracy_table(fer_model, gender_mini, faceres, dlib, sets: Mapping, kept_pairs: Sequence,
+                   gender_context: float = 0.0) -> tuple[pd.DataFrame, float]:
+    """Each model's accuracy on the prepared faces (the gender mini-Xception with and without
+    extra context) and tau of eq. 8 (best accuracy on the sampled pairs, 224 working chips)."""
+    acc_rows = []
+    X, y = _stack(sets["FER-2013"].faces), _labels(sets["FER-2013"].faces)
+    acc_rows.append(dict(model="mini-xception-fer2013", data="FER-2013", context=0.0, n=len(y),
+                         accuracy=float((predict(fer_model, X).argmax(1) == y).float().mean())))
+    for ds in ("UTKFace", "CelebA"):
+        X, y = _stack(sets[ds].faces), _labels(sets[ds].faces)
+        for ctx in sorted({0.0, 0.3, float(gender_context)}):
+            acc_rows.append(dict(model="mini-xception-gender", data=ds, context=ctx, n=len(y),
+                                 accuracy=float((predict(gender_mini, X, ctx).argmax(1) == y).float().mean())))
+        acc_rows.append(dict(model="faceres-gender", data=ds, context=0.0, n=len(y),
+                             accuracy=float((predict(faceres, X).argmax(1) == y).float().mean())))
+    chips_a = _stack([fa for _, fa, _ in kept_pairs])
+    chips_b = _stack([fb for _, _, fb in kept_pairs])
+    embed = unit_embeddings(dlib)
     with torch.inference_mode():
-        return int(clf(image[None]).float().argmax(1)[0]) == int(k)
+        cos_pairs = (embed(chips_a) * embed(chips_b)).sum(1).numpy()
+    same = np.array([pr.same for pr, _, _ in kept_pairs])
+    tau = cosine_tau(cos_pairs, same)
+    pair_correct = (cos_pairs > tau) == same
+    acc_rows.append(dict(model="dlib-resnet", data="LFW pairs", context=0.0, n=len(same),
+                         accuracy=float(pair_correct.mean())))
+    return pd.DataFrame(acc_rows), tau
+
+
+def accuracy_metrics(accuracy: pd.DataFrame) -> dict:
+    """{model: {data: {"ctx<c>": accuracy}}}."""
+    out: dict = {}
+    for r in accuracy.itertuples():
+        data_key = r.data.split()[0].lower().replace("-", "")
+        out.setdefault(r.model, {}).setdefault(data_key, {})[f"ctx{r.context:g}"] = r.accuracy
+    return out
+
+
+# ----------------------------------------------------------------------------- §3 CMS of the models
+def cis_runs(fer_model, gender_mini, faceres, dlib, sets: Mapping, kept_pairs: Sequence, tau: float,
+             points: Tensor, face, patch: int = 15, canvas_patch: int | None = 16, batch_size: int = 64,
+             gender_context: float = 0.0, faceres_images: int | None = None,
+             work_size: int = WORK_SIZE) -> dict[str, CISRun]:
+    """The CIS maps (Algorithm 1) of the four models: expression (FER-2013), the two gender models
+    on UTKFace and CelebA (faceres-gender on the first ``faceres_images`` faces), verification
+    (eq. 8 on the LFW pair canvases)."""
+    kw = dict(patch=patch, points=points, canvas_patch=canvas_patch, batch_size=batch_size, face=face)
+
+    def classifier_run(task, name, model, faces, context=0.0):
+        return run_cis(task, name, faces, lambda fc: class_score(model, fc.label, context),
+                       lambda fc: fc.image, lambda fc: fc.mesh, **kw)
+
+    runs = {}
+    runs["expression_fer2013"] = classifier_run("expression, FER-2013", "mini-xception-fer2013", fer_model,
+                                                sets["FER-2013"].faces)
+    for ds in ("UTKFace", "CelebA"):
+        key = ds.lower()
+        runs[f"gender_mini_{key}"] = classifier_run(f"gender, {ds}", "mini-xception-gender", gender_mini,
+                                                    sets[ds].faces, gender_context)
+        runs[f"gender_faceres_{key}"] = classifier_run(f"gender, {ds}", "faceres-gender", faceres,
+                                                       sets[ds].faces[:faceres_images])
+    runs["verification_lfw"] = run_cis(
+        "verification, LFW", "dlib-resnet", kept_pairs,
+        lambda it: pair_confidence(dlib, tau, it[0].same),
+        lambda it: pair_canvas(it[1].image, it[2].image),
+        lambda it: pair_mesh(it[1].mesh, it[2].mesh, work_size), **kw)
+    return runs
+
+
+def run_table(runs: Mapping[str, CISRun]) -> pd.DataFrame:
+    """Per run: images, forward passes and seconds per image, mean f(I), mean canvas patch."""
+    return pd.DataFrame([dict(key=k, task=r.task, model=r.model, n_images=len(r.results),
+                              forward_passes_per_image=r.n_forward / len(r.results),
+                              seconds_per_image=r.seconds / len(r.results),
+                              mean_base_score=float(r.base_scores.mean()),
+                              mean_canvas_patch=float(np.mean([x.canvas_patch for x in r.results])))
+                         for k, r in runs.items()])
+
+
+def region_table(cms_maps: Mapping[str, Tensor], runs: Mapping[str, CISRun], face) -> pd.DataFrame:
+    """:func:`xfr.explain.canonical_regions.region_mass` of every model's CMS, one table."""
+    masks = region_masks(face)
+    region_rows = []
+    for k, m in cms_maps.items():
+        t = region_mass(m, face, masks)
+        t.insert(0, "model", runs[k].model)
+        t.insert(0, "key", k)
+        region_rows.append(t)
+    return pd.concat(region_rows, ignore_index=True)
+
+
+# the paper's readings: recognition looks at the eye-nose triangle, gender at the eye corners,
+# expression between the eyebrows
+PAPER_REGIONS = {"verification_lfw": "eye_nose_triangle", "expression_fer2013": "glabella",
+                 "gender_mini_utkface": "eye_corners", "gender_mini_celeba": "eye_corners",
+                 "gender_faceres_utkface": "eye_corners", "gender_faceres_celeba": "eye_corners"}
+
+
+def region_claims(regions: pd.DataFrame, runs: Mapping[str, CISRun],
+                  claims: Mapping[str, str] = PAPER_REGIONS) -> pd.DataFrame:
+    """Per run: the enrichment and rank of the region the paper reads off its CMS, the mouth's
+    enrichment and the face part (not a claim region) with the highest enrichment."""
+    top = regions[~regions.region.isin(["eye_corners", "glabella", "eye_nose_triangle"])]
+    return pd.DataFrame([dict(key=k, model=runs[k].model, paper_region=reg,
+                              paper_region_enrichment=float(regions[(regions.key == k) & (regions.region == reg)].enrichment.iloc[0]),
+                              mouth_enrichment=float(regions[(regions.key == k) & (regions.region == "mouth")].enrichment.iloc[0]),
+                              paper_region_rank=int((regions[regions.key == k].enrichment >
+                                                     float(regions[(regions.key == k) & (regions.region == reg)].enrichment.iloc[0])).sum() + 1),
+                              top_part=top[top.key == k].sort_values("enrichment").region.iloc[-1])
+                         for k, reg in claims.items()])
+
+
+def cms_metrics(regions: pd.DataFrame, claims: pd.DataFrame) -> dict:
+    """{run key: {region: {mass_share, enrichment}, "paper_region_rank": rank}}."""
+    out: dict = {}
+    for r in regions.itertuples():
+        out.setdefault(r.key, {})[r.region] = dict(mass_share=r.mass_share, enrichment=r.enrichment)
+    for r in claims.itertuples():
+        out.setdefault(r.key, {})["paper_region_rank"] = r.paper_region_rank
+    return out
+
+
+def cis_example_rows(runs: Mapping[str, CISRun], cms_maps: Mapping[str, Tensor], face,
+                     keys: Sequence[str] = ("expression_fer2013", "gender_mini_celeba",
+                                            "gender_faceres_celeba", "verification_lfw"),
+                     work_size: int = WORK_SIZE) -> list[dict]:
+    """The rows of :func:`fig_cis_examples`: the first face of each run."""
+    from ..explain.canonical import canonical_to_image
+
+    example_rows = []
+    for k in keys:
+        r = runs[k]
+        if not r.results:
+            continue
+        it, res = r.faces[0], r.results[0]
+        if k == "verification_lfw":
+            img = pair_canvas(it[1].image, it[2].image)
+            mesh = pair_mesh(it[1].mesh, it[2].mesh, work_size)
+            lab = f"{r.model}\n{it[1].name[:14]} / {it[2].name[:14]}"
+        else:
+            img, mesh, lab = it.image, it.mesh, f"{r.model}\n{it.name[:20]}"
+        example_rows.append(dict(label=lab, image=img, image_map=res.image_map, cis=res.canonical,
+                                 cms=cms_maps[k],
+                                 reprojected=canonical_to_image(cms_maps[k], mesh, img.shape[1:], face)))
+    return example_rows
+
+
+# ----------------------------------------------------------------------------- Fig. 5 convergence
+def convergence(runs: Mapping[str, CISRun], face, seed: int = 0,
+                levels: Sequence[float] = (0.95, 0.99)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per run with >= 2 maps: the :func:`xfr.explain.canonical.cms_convergence` curve and a row
+    of split-half Pearson correlation (face pixels), images to converge per level and the
+    Spearman-Brown projection of the images per map needed for each level."""
+    from ..explain.canonical import cms, cms_convergence
+
+    curves, conv = [], {}
+    rng = np.random.default_rng(seed)
+    for k, r in runs.items():
+        if len(r.maps) < 2:
+            continue
+        c = cms_convergence(r.maps, seed=seed)
+        c.insert(0, "model", k)
+        curves.append(c)
+        perm = rng.permutation(len(r.maps))
+        half = len(perm) // 2
+        a, b = cms([r.maps[i] for i in perm[:half]]), cms([r.maps[i] for i in perm[half:2 * half]])
+        fm = face.face_mask
+        split = float(np.corrcoef(a[fm].numpy(), b[fm].numpy())[0, 1])
+        conv[k] = dict(n_images=len(r.maps), split_half_pearson=split,
+                       **{f"n_pearson_{lv}": images_to_converge(c, lv) for lv in levels},
+                       **{f"n_split_half_{lv}_projected": spearman_brown_n(split, half, lv) for lv in levels})
+    return pd.concat(curves, ignore_index=True), pd.DataFrame(conv).T
+
+
+def convergence_metrics(conv: pd.DataFrame) -> dict:
+    """{run key: {column: value or None}}."""
+    return {k: {col: _metric(v) for col, v in r.items()} for k, r in conv.iterrows()}
+
+
+# ----------------------------------------------------------------------------- §5.6 alignment
+@dataclass
+class AlignmentAblation:
+    """The three model-level maps of :func:`alignment_ablation` and their metrics table."""
+
+    table: pd.DataFrame
+    model_none: Tensor  # no alignment, raw frame
+    mean_raw: Tensor
+    model_kp: Tensor  # 5-point alignment, chip frame
+    mean_chip: Tensor
+    model_cms: Tensor
+    n_probes: int
+
+
+def alignment_ablation(kept_pairs: Sequence, dlib, tau: float, points: Tensor, face, patch: int = 15,
+                       canvas_patch: int | None = 16, stride: int = 15, batch_size: int = 64,
+                       work_size: int = WORK_SIZE) -> AlignmentAblation:
+    """§5.6 (Figs. 20-21) on LFW probes (the first face of each pair, eq. 8 with its mate
+    fixed): sliding-window occlusion on the raw frame (no alignment) and on the 5-point chip,
+    and CIS on the chip (canonical); each model-level map made a per-image explanation in the raw
+    frame and scored with Average Drop %, % Increase and Win % (maps clipped at 0)."""
+    from ..explain import occlusion
+    from ..explain.canonical import canonical_to_image, cms
+    from ..io import load_image
+    from ..metrics import confidence_metrics
+
+    raw_imgs, chip_maps, raw_maps, cis_maps, f_raws, meshes_raw, mats = [], [], [], [], [], [], []
+    cost = {"no alignment": [0, 0.0], "keypoint": [0, 0.0], "canonical": [0, 0.0]}
+    for pr, fa, fb in kept_pairs:
+        src = load_image(pr.a)
+        mat = frame_to_chip(fa, tuple(src.shape[1:]), work_size)  # raw frame -> aligned chip
+        raw = warp_replicate(src, frame_matrix("full", tuple(src.shape[1:]), size=work_size), work_size)
+        f_chip = mate_confidence(dlib, fb.image, tau, pr.same)
+        f_raw = warped_score(f_chip, mat, work_size)
+        t = time.perf_counter()
+        m_none = occlusion(f_raw, raw, patch=patch, stride=stride, batch_size=batch_size)
+        cost["no alignment"][1] += time.perf_counter() - t
+        t = time.perf_counter()
+        m_kp = occlusion(f_chip, fa.image, patch=patch, stride=stride, batch_size=batch_size)
+        cost["keypoint"][1] += time.perf_counter() - t
+        t = time.perf_counter()
+        res = run_cis("", "", [fa], lambda _, f=f_chip: f, lambda x: x.image, lambda x: x.mesh, patch=patch,
+                      points=points, canvas_patch=canvas_patch, batch_size=batch_size, face=face).results[0]
+        cost["canonical"][1] += time.perf_counter() - t
+        cost["canonical"][0] += res.n_forward
+        raw_imgs.append(raw)
+        raw_maps.append(m_none)
+        chip_maps.append(m_kp)
+        cis_maps.append(res.canonical)
+        f_raws.append(f_raw)
+        mats.append(mat)
+        meshes_raw.append(torch.from_numpy(transform_continuous(invert_affine(mat), fa.mesh)).float())
+    n = len(kept_pairs)
+    n_slide = len(range(0, work_size - patch + 1, stride)) + int((work_size - patch) % stride > 0)
+    cost["no alignment"][0] = cost["keypoint"][0] = (n_slide ** 2 + 1) * n
+    model_none = torch.stack(raw_maps).mean(0)
+    model_kp = torch.stack(chip_maps).mean(0)
+    model_cms = cms(cis_maps)
+    expl = {"no alignment": [], "keypoint": [], "canonical": []}
+    for i in range(n):
+        expl["no alignment"].append(positive(model_none))
+        expl["keypoint"].append(warp_map(positive(model_kp), mats[i], (work_size, work_size)).numpy())
+        expl["canonical"].append(canonical_to_image(torch.from_numpy(positive(model_cms)).float(),
+                                                    meshes_raw[i], (work_size, work_size), face).numpy())
+    abl_scores = []
+    for i in range(n):  # each image has its own score function (its mate)
+        abl_scores.append(confidence_metrics(f_raws[i], [raw_imgs[i]], {k: [v[i]] for k, v in expl.items()},
+                                             batch_size=batch_size))
+    abl = confidence_table("cms_alignment_lfw", abl_scores, {m: (c[0] / n, c[1] / n) for m, c in cost.items()})
+    mean_chip = torch.stack([fa.image for _, fa, _ in kept_pairs]).mean(0)
+    return AlignmentAblation(abl, model_none, torch.stack(raw_imgs).mean(0), model_kp, mean_chip, model_cms, n)
+
+
+def alignment_metrics(abl: AlignmentAblation) -> dict:
+    """{method: {average_drop, increase_in_confidence, win}, "n_probes": n}."""
+    out: dict = {r.method.replace(" ", "_"): {col: getattr(r, col) for col in _CONFIDENCE}
+                 for r in abl.table.itertuples()}
+    out["n_probes"] = abl.n_probes
+    return out
+
+
+_CONFIDENCE = ("average_drop", "increase_in_confidence", "win")
+
+
+# ----------------------------------------------------------------------------- §5.5 patch size
+def patch_ablation(pface, f: ScoreFn, patch_sizes: Sequence[int], patch_points: Sequence[int], face,
+                   batch_size: int = 64) -> tuple[list, pd.DataFrame, object]:
+    """The CIS of one face for each occluder size with its number of spread landmarks: (the
+    CISResults, a table of coverage and Pearson correlation with the 15 px map (face pixels
+    covered by both), the reference result)."""
+    patch_runs = [run_cis("", "", [pface], lambda _: f, lambda x: x.image, lambda x: x.mesh, patch=ps,
+                          points=spread_landmarks(npts, face), batch_size=batch_size, face=face).results[0]
+                  for ps, npts in zip(patch_sizes, patch_points)]
+    patch_sizes = list(patch_sizes)
+    ref = patch_runs[patch_sizes.index(15)] if 15 in patch_sizes else patch_runs[len(patch_runs) // 2]
+    fm = face.face_mask
+    table = pd.DataFrame([dict(patch=r.patch, points=len(r.points), canvas_patch=r.canvas_patch,
+                               coverage=float((r.count > 0)[fm].float().mean()),
+                               pearson_with_reference=float(np.corrcoef(r.canonical[fm & (r.count > 0) & (ref.count > 0)].numpy(),
+                                                                        ref.canonical[fm & (r.count > 0) & (ref.count > 0)].numpy())[0, 1]),
+                               forward_passes=r.n_forward) for r in patch_runs])
+    return patch_runs, table, ref
+
+
+def patch_metrics(table: pd.DataFrame, ref) -> dict:
+    """{"patch<p>": {"pearson_with_patch<ref>": r}}."""
+    return {f"patch{r.patch}": {f"pearson_with_patch{ref.patch}": r.pearson_with_reference}
+            for r in table.itertuples()}
+
+
+# ----------------------------------------------------------------------------- §4.2 Grad-CAM family
+@dataclass
+class CamTask:
+    """One task of the Grad-CAM comparison: model, faces, score and Grad-CAM target per face, the
+    CIS run whose CMS and image maps it uses, the context padding of the model input."""
+
+    task: str
+    model_name: str
+    model: nn.Module
+    faces: list
+    scores: list
+    targets: list
+    run_key: str
+    cis_image_maps: list
+    context: float = 0.0
+
+
+def cam_tasks(runs: Mapping[str, CISRun], fer_model, gender_mini, faceres, dlib, sets: Mapping,
+              kept_pairs: Sequence, tau: float, cam_fer: int, cam_celeba_mini: int,
+              cam_celeba_faceres: int, cam_lfw: int, faceres_images: int | None = None,
+              gender_context: float = 0.0, work_size: int = WORK_SIZE) -> list[CamTask]:
+    """The tasks of Figs. 10-12: expression (FER-2013), the gender models on CelebA and LFW
+    verification (eq. 8, the probe perturbed, the mate fixed); a count of 0 skips a task."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    def image_maps(key, n):
+        return [r.image_map for r in runs[key].results[:n]]
+
+    specs = []
+    if cam_fer > 0:
+        fs = sets["FER-2013"].faces[:cam_fer]
+        specs.append(CamTask("expression_fer2013", "mini-xception-fer2013", fer_model, fs,
+                             [class_score(fer_model, f.label) for f in fs],
+                             [ClassifierOutputTarget(f.label) for f in fs],
+                             "expression_fer2013", image_maps("expression_fer2013", len(fs))))
+    if cam_celeba_mini > 0:
+        fs = sets["CelebA"].faces[:cam_celeba_mini]
+        specs.append(CamTask("gender_celeba_mini_xception", "mini-xception-gender", gender_mini, fs,
+                             [class_score(gender_mini, f.label, gender_context) for f in fs],
+                             [ClassifierOutputTarget(f.label) for f in fs], "gender_mini_celeba",
+                             image_maps("gender_mini_celeba", len(fs)), gender_context))
+    if cam_celeba_faceres > 0:
+        fs = sets["CelebA"].faces[:min(cam_celeba_faceres, faceres_images)]
+        specs.append(CamTask("gender_celeba_faceres", "faceres-gender", faceres, fs,
+                             [class_score(faceres, f.label) for f in fs],
+                             [ClassifierOutputTarget(f.label) for f in fs],
+                             "gender_faceres_celeba", image_maps("gender_faceres_celeba", len(fs))))
+    if cam_lfw > 0:
+        its = kept_pairs[:cam_lfw]
+        with torch.inference_mode():
+            mates = dlib(torch.stack([fb.image for _, _, fb in its]))
+        specs.append(CamTask("verification_lfw", "dlib-resnet", dlib, [fa for _, fa, _ in its],
+                             [mate_confidence(dlib, fb.image, tau, pr.same) for pr, _, fb in its],
+                             [VerificationTarget(mates[i], tau, its[i][0].same) for i in range(len(its))],
+                             "verification_lfw",  # the probe's half of the pair's image map
+                             [r.image_map[:, :work_size] for r in runs["verification_lfw"].results[:len(its)]]))
+    return specs
+
+
+@dataclass
+class CamComparison:
+    """The result of :func:`compare_with_cams` on one task (faces: the correctly decided ones)."""
+
+    task: str
+    model_name: str
+    layer: str
+    faces: list
+    maps: dict
+    cost: dict
+    res4: list  # ConfidenceResult per face: CMS and the Grad-CAM family
+    res5: list  # the same with the image-level CIS map as a fifth method
+
+
+def compare_with_cams(spec: CamTask, cms_map: Tensor, cis_cost: Sequence[float], face,
+                      scorecam_batch: int = 32, batch_size: int = 64,
+                      work_size: int = WORK_SIZE) -> CamComparison:
+    """Grad-CAM, Grad-CAM++, ScoreCAM and the CMS reprojected onto each face (clipped at 0) as
+    negative explanations (eqs. 9-13), only on the faces the model decides correctly (M(I) is
+    then the confidence of its own decision: eq. 11 divides by it, eq. 8 is negative for wrong
+    decisions)."""
+    from ..explain.canonical import canonical_to_image
+    from ..metrics import confidence_metrics
+
+    keep = [i for i, f in enumerate(spec.scores) if decided_correctly(f, spec.faces[i].image)]
+    faces, scores = [spec.faces[i] for i in keep], [spec.scores[i] for i in keep]
+    targets, cis_image_maps = [spec.targets[i] for i in keep], [spec.cis_image_maps[i] for i in keep]
+    net, layer, layer_name = cam_setup(spec.model_name, spec.model)
+    if not faces:
+        return CamComparison(spec.task, spec.model_name, layer_name, faces, {}, {}, [], [])
+    images = torch.stack([fc.image for fc in faces])
+    maps, cost = {}, {}
+    for meth in CAM_METHODS:
+        t = time.perf_counter()
+        maps[CAM_LABELS[meth]] = list(cam_maps(meth, net, layer, images, targets, context=spec.context,
+                                               batch_size=scorecam_batch))
+        cost[CAM_LABELS[meth]] = [1 if meth != "scorecam" else layer_channels(net, layer, images[:1]) + 1,
+                                  (time.perf_counter() - t) / len(faces)]
+    pos = torch.from_numpy(positive(cms_map)).float()
+    maps["CMS"] = [canonical_to_image(pos, fc.mesh, (work_size, work_size), face).numpy() for fc in faces]
+    cost["CMS"] = list(cis_cost)
+    res4 = [confidence_metrics(scores[i], [images[i]], {k: [v[i]] for k, v in maps.items()},
+                               batch_size=batch_size) for i in range(len(faces))]
+    maps5 = dict(maps, **{"CIS (image)": [positive(m) for m in cis_image_maps]})
+    res5 = [confidence_metrics(scores[i], [images[i]], {k: [v[i]] for k, v in maps5.items()},
+                               batch_size=batch_size) for i in range(len(faces))]
+    return CamComparison(spec.task, spec.model_name, layer_name, faces, maps, cost, res4, res5)
+
+
+def cam_comparison(specs: Sequence[CamTask], runs: Mapping[str, CISRun], cms_maps: Mapping[str, Tensor],
+                   face, scorecam_batch: int = 32, batch_size: int = 64, work_size: int = WORK_SIZE):
+    """:func:`compare_with_cams` of every task; the CMS cost is that of its CIS run per image.
+    Returns (comparisons of the tasks with correctly decided faces, skipped task names, the
+    four-method table, the five-method table)."""
+    done, skipped, tables, tables5 = [], [], [], []
+    for spec in specs:
+        run = runs[spec.run_key]
+        cis_cost = (run.n_forward / len(run.results), run.seconds / len(run.results))
+        c = compare_with_cams(spec, cms_maps[spec.run_key], cis_cost, face, scorecam_batch, batch_size,
+                              work_size)
+        if not c.faces:
+            skipped.append(spec.task)
+            continue
+        done.append(c)
+        tables.append(confidence_table(f"cms_{spec.task}", c.res4, c.cost))
+        tables5.append(confidence_table(f"cms_{spec.task}", c.res5, c.cost))
+    cam_table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    cam5_table = pd.concat(tables5, ignore_index=True) if tables5 else pd.DataFrame()
+    return done, skipped, cam_table, cam5_table
+
+
+def cam_claims(cam_table: pd.DataFrame) -> pd.DataFrame:
+    """Per task: whether CMS has the highest Average Drop %, the lowest % Increase and the highest
+    Win % (the paper's claim of Figs. 10-12; ties count as wins)."""
+    if not len(cam_table):
+        return pd.DataFrame()
+    return pd.DataFrame([dict(task=t, n_images=int(sub.n_images.iloc[0]),
+                              cms_highest_average_drop=bool(float(sub[sub.method == "CMS"].average_drop.iloc[0]) >= sub.average_drop.max()),
+                              cms_lowest_increase=bool(float(sub[sub.method == "CMS"].increase_in_confidence.iloc[0]) <= sub.increase_in_confidence.min()),
+                              cms_highest_win=bool(float(sub[sub.method == "CMS"].win.iloc[0]) >= sub.win.max()))
+                         for t, sub in cam_table.groupby("task", sort=False)])
+
+
+def cam_metrics(cam_table: pd.DataFrame, cam5_table: pd.DataFrame, claims: pd.DataFrame) -> dict:
+    """{"cam": {task: {method: {metric}, claim: 0/1}}, "cam5": {task: {cms|cis_image: {...}}}}."""
+    cam: dict = {}
+    for r in cam_table.itertuples():
+        method = r.method.lower().replace("-", "").replace("+", "p")
+        cam.setdefault(r.task.replace("cms_", "", 1), {})[method] = {col: getattr(r, col) for col in _CONFIDENCE}
+    for r in claims.itertuples():
+        cam.setdefault(r.task.replace("cms_", "", 1), {}).update(
+            {col: int(getattr(r, col)) for col in ("cms_highest_average_drop", "cms_lowest_increase", "cms_highest_win")})
+    cam5: dict = {}
+    for r in cam5_table[cam5_table.method.isin(["CMS", "CIS (image)"])].itertuples() if len(cam5_table) else []:
+        method = "cms" if r.method == "CMS" else "cis_image"
+        cam5.setdefault(r.task.replace("cms_", "", 1), {})[method] = {col: getattr(r, col) for col in ("average_drop", "win")}
+    return {"cam": cam, "cam5": cam5}
+
+
+# ----------------------------------------------------------------------------- §4.1.3 randomization
+def randomization(model: nn.Module, faces: Sequence, points: Tensor, face, layers: int, seed: int = 0,
+                  patch: int = 15, canvas_patch: int | None = 16, batch_size: int = 64):
+    """Fig. 8: the CMS of ``faces`` for the trained classifier and after re-initializing its top
+    1, 2, ... ``layers`` layers cumulatively (:func:`xfr.metrics.randomization_test`), with
+    Spearman on the face pixels. Returns (the RandomizationResult, its table with the trained row
+    first)."""
+    from ..explain.canonical import cms
+    from ..metrics import parameter_layers, randomization_test
+
+    def explain_cms(net):
+        net.eval()
+        return cms([run_cis("", "", [fc], lambda x: class_score(net, x.label), lambda x: x.image,
+                            lambda x: x.mesh, patch=patch, points=points, canvas_patch=canvas_patch,
+                            batch_size=batch_size, face=face).results[0].canonical for fc in faces]).numpy()
+
+    rlayers = parameter_layers(model)[:layers]
+    rand = randomization_test(model, explain_cms, layers=rlayers, seed=seed)
+    fm = face.face_mask.numpy()
+    table = pd.DataFrame([dict(depth=j + 1, layer=rand.layers[j], spearman=rand.spearman[j], ssim=rand.ssim[j],
+                               spearman_face=masked_spearman(rand.original_map, m, fm))
+                          for j, m in enumerate(rand.maps)])
+    table = pd.concat([pd.DataFrame([dict(depth=0, layer="none (trained)", spearman=1.0, ssim=1.0, spearman_face=1.0)]),
+                       table], ignore_index=True)
+    return rand, table
+
+
+def randomization_metrics(table: pd.DataFrame) -> dict:
+    """{"top<d>": {spearman_face, ssim}} of the randomized rows."""
+    return {f"top{r.depth}": dict(spearman_face=r.spearman_face, ssim=r.ssim) for r in table.iloc[1:].itertuples()}
+
+
+def cis_metrics(runs_table: pd.DataFrame) -> dict:
+    """{run key: {n_images, seconds_per_image}}."""
+    return {k: dict(n_images=int(r.n_images), seconds_per_image=r.seconds_per_image)
+            for k, r in runs_table.set_index("key").iterrows()}
+
+
+def methods_table(alignment: pd.DataFrame, cam_table: pd.DataFrame) -> pd.DataFrame:
+    """``methods.csv``: the alignment ablation's rows, then the Grad-CAM comparison's (forward
+    passes and seconds per image, Average Drop %, % Increase, Win %)."""
+    return pd.DataFrame(alignment.to_dict("records") + cam_table.to_dict("records"))

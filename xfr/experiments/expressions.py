@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..io import load_image
 from ..explain.common import minmax
+from ..io import load_image
 from ..report import RANDOM_METHODS, Timed, label, timed
 from ..viz import upscale
 

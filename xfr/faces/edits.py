@@ -1,6 +1,6 @@
 """Soft-mask image edits on face regions, for controlled interventions such as the make-up study
 of the CMS paper (§5.2, :mod:`xfr.experiments.bias`): regions drawn on the canonical face
-(:mod:`xfr.canonical`) and an equal-area control region (:func:`equal_area_mask`,
+(:mod:`xfr.explain.canonical`) and an equal-area control region (:func:`equal_area_mask`,
 :func:`edit_regions`), reprojected onto real images through their FaceMesh meshes
 (:func:`face_meshes`, :func:`image_masks`), and a luminance edit inside a feathered mask
 (:func:`gaussian_feather`, :func:`luminance_edit`, :func:`edited_variants`)."""
@@ -84,7 +84,7 @@ def edit_regions(face=None, eye_dilate: int = 6, eye_ring: bool = True, control:
     ``control`` (e.g. 'cheeks', 'nose', 'mouth') grown/eroded to exactly the eye region's area
     and kept ``control_gap`` pixels away from it (:func:`equal_area_mask`). Soft masks: the hard
     ones feathered by a Gaussian of ``feather`` canvas pixels."""
-    from ..canonical import canonical_face
+    from ..explain.canonical import canonical_face
 
     face = canonical_face() if face is None else face
     if eye_dilate < 0 or (eye_ring and eye_dilate == 0):
@@ -106,10 +106,10 @@ def edit_regions(face=None, eye_dilate: int = 6, eye_ring: bool = True, control:
 def image_masks(regions: EditRegions, mesh: Tensor, hw: tuple[int, int], supersample: int = 1
                 ) -> dict[str, Tensor]:
     """The soft canonical masks reprojected onto an image of size ``hw`` through its ``mesh``
-    (:func:`xfr.canonical.canonical_to_image`), each [H,W] in [0,1]. With ``supersample`` s > 1
+    (:func:`xfr.explain.canonical.canonical_to_image`), each [H,W] in [0,1]. With ``supersample`` s > 1
     the reprojection is made at s x the resolution and area-averaged back (anti-aliasing for
     small images, e.g. CelebA's 89x109)."""
-    from ..canonical import canonical_to_image
+    from ..explain.canonical import canonical_to_image
 
     s = int(supersample)
     if s < 1:
@@ -149,13 +149,13 @@ def upsample(image: Tensor, scale: int) -> Tensor:
 
 
 def face_meshes(paths: Sequence, scale: int = 1, progress: bool = False) -> tuple[list, float]:
-    """FaceMesh meshes [468,2] (:func:`xfr.canonical.face_mesh`, MTCNN's largest face) of each
+    """FaceMesh meshes [468,2] (:func:`xfr.explain.canonical.face_mesh`, MTCNN's largest face) of each
     image, in the image's own pixels; images are upsampled ``scale`` x (bilinear) first so MTCNN
     finds small faces (CelebA 89x109: 3) and the mesh divided back. None where no face is found.
     Returns (meshes, seconds)."""
     from tqdm.auto import tqdm
 
-    from ..canonical import face_mesh
+    from ..explain.canonical import face_mesh
     from ..models.align import NoFaceError
 
     if int(scale) < 1:

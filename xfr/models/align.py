@@ -164,16 +164,22 @@ def warp_affine(image: Tensor, mat: np.ndarray, size: int, antialias: bool = Tru
         pre = np.array([[nw / w, 0, 0.5 * nw / w - 0.5], [0, nh / h, 0.5 * nh / h - 0.5]])
         mat = compose_affine(mat, invert_affine(pre))  # image pixel (new grid) -> chip
         h, w = nh, nw
+    grid = sampling_grid(mat, (h, w), size).to(image.dtype).to(image.device)[None]
+    return F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=True)[0]
+
+
+def sampling_grid(mat: np.ndarray, hw: tuple[int, int], size: int) -> Tensor:
+    """The ``grid_sample`` grid [size,size,2] (float64, ``align_corners=True``) of an output
+    chip with chip = A(image) for an image of size ``hw``: chip pixel (u, v) -> image pixel
+    A^-1 (u, v) -> normalized [-1, 1] (pixel centres at integers)."""
+    h, w = int(hw[0]), int(hw[1])
     inv = invert_affine(mat)  # chip pixel -> image pixel
-    # chip pixel (u, v) -> image pixel (x, y) -> normalized [-1, 1] (align_corners=True)
     norm = np.array([[2.0 / max(w - 1, 1), 0, -1.0], [0, 2.0 / max(h - 1, 1), -1.0], [0, 0, 1]])
     theta = norm @ np.vstack([inv, [0, 0, 1]])
     u = torch.arange(size, dtype=torch.float64)
     vv, uu = torch.meshgrid(u, u, indexing="ij")
-    grid = torch.stack([uu, vv, torch.ones_like(uu)], -1) @ torch.from_numpy(theta[:2].T)
-    grid = grid.to(image.dtype).to(image.device)[None]
-    return F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=True)[0]
+    return torch.stack([uu, vv, torch.ones_like(uu)], -1) @ torch.from_numpy(theta[:2].T)
 
 
 def invert_affine(mat: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -627,7 +627,22 @@ class TFJSGraph(nn.Module):
         return matmul
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
+    @property
+    def node_names(self) -> list[str]:
+        """The names of the graph's computed nodes, in execution order (the names ``taps`` of
+        :meth:`forward` accept)."""
+        return [name for name, _, _ in self._steps]
+
+    def forward(self, x: Tensor, taps: Mapping[str, Callable[[Tensor], Tensor]] | None = None
+                ) -> Tensor | tuple[Tensor, ...]:
+        """Run the graph on ``x`` (NCHW). ``taps``: node name -> a function applied to that
+        node's output as soon as it is computed, its result replacing the output downstream (e.g.
+        an ``nn.Identity`` module, so that module hooks such as Grad-CAM's see a layer of the
+        graph, whose ops are closures, not modules)."""
+        taps = dict(taps or {})
+        unknown = set(taps) - set(self.node_names) if taps else set()
+        if unknown:
+            raise ValueError(f"taps name nodes not in the graph: {sorted(unknown)}")
         expect = self.input_shape_nhwc
         if len(expect) == 4:
             if x.dim() != 4:
@@ -643,6 +658,8 @@ class TFJSGraph(nn.Module):
         env: dict[str, Tensor] = {self.input_name: x}
         for (name, _, fn), release in zip(self._steps, self._release):
             env[name] = fn(env)
+            if name in taps:
+                env[name] = taps[name](env[name])
             for r in release:
                 env.pop(r, None)
         outs = []

@@ -24,18 +24,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .engine import Fill, ScoreFn, perturb
-from .explain.common import WeightedMaskSum, as_counting, base_score, check_int, prepare
-from .explain.masks import IndexedMasks
+from ..engine import Fill, ScoreFn, perturb
+from .common import WeightedMaskSum, as_counting, base_score, check_int, prepare
+from .masks import IndexedMasks
 
 N_LANDMARKS = 468
 LAYOUT_FILE = "mediapipe/facemesh_canonical_uv468_tri.npz"
@@ -314,7 +315,7 @@ class CanonicalFace:
 def canonical_face(size: int = 192) -> CanonicalFace:
     """The canonical face of side ``size`` (cached): MediaPipe's canonical FaceMesh UV layout from
     ``mediapipe/facemesh_canonical_uv468_tri.npz`` (uv 468x2, tri 880x3)."""
-    from .assets import model_file
+    from ..assets import model_file
 
     size = check_int("size", size, 8, 4096, hint="the canvas side in pixels")
     with np.load(model_file(LAYOUT_FILE)) as z:
@@ -331,9 +332,9 @@ def face_mesh(image: Tensor, box: Sequence[float] | Tensor | None = None, detect
     (:class:`xfr.models.align.NoFaceError` when there is none). MTCNN needs faces of >= 20 px:
     upsample tiny images (FER-2013 48x48, CelebA crops) before calling. 1-channel (gray) and
     RGBA images are accepted."""
-    from .models.align import NoFaceError, _as_image, _default_mtcnn
-    from .models.detect import largest_face
-    from .models.human import facemesh_landmarks
+    from ..models.align import NoFaceError, _as_image, _default_mtcnn
+    from ..models.detect import largest_face
+    from ..models.human import facemesh_landmarks
 
     if isinstance(image, Tensor) and image.dim() == 2:
         image = image[None]
@@ -723,6 +724,78 @@ def cms_convergence(maps, steps: Sequence[int] | None = None, seed: int = 0,
 
 
 # ----------------------------------------------------------------------------- summaries, figures
+# ----------------------------------------------------------------------------- CIS runs
+@dataclass
+class CISRun:
+    """The CIS maps of one model on one data set."""
+
+    task: str  # e.g. "gender (UTKFace)"
+    model: str
+    faces: list  # PreparedFace (or pairs of them)
+    results: list  # CISResult per face
+    base_scores: np.ndarray  # f(I) per face
+    correct: np.ndarray  # bool per face: the model's decision is right
+    seconds: float
+
+    @property
+    def maps(self) -> list[Tensor]:
+        return [r.canonical for r in self.results]
+
+    @property
+    def n_forward(self) -> int:
+        return int(sum(r.n_forward for r in self.results))
+
+
+def run_cis(task: str, model_name: str, items: Sequence, make_score: Callable, image_of: Callable,
+            mesh_of: Callable, patch: int = 15, points: Tensor | None = None, stride: int = 1,
+            batch_size: int = 64, face=None, correct_of: Callable | None = None,
+            canvas_patch: int | None = None) -> CISRun:
+    """CIS (Algorithm 1) of every item: ``make_score(item)`` -> f, ``image_of(item)`` -> image,
+    ``mesh_of(item)`` -> mesh [468,2] or [K,468,2]; ``points`` (landmark indices, e.g.
+    :func:`spread_landmarks`) or every ``stride``-th landmark occluded; ``canvas_patch`` as in
+    :func:`cis`."""
+    t0 = time.perf_counter()
+    results, base, correct = [], [], []
+    for it in items:
+        f = make_score(it)
+        r = cis(f, image_of(it), mesh_of(it), patch=patch, stride=stride, points=points, face=face,
+                batch_size=batch_size, canvas_patch=canvas_patch)
+        results.append(r)
+        base.append(r.base_score)
+        correct.append(bool(correct_of(it)) if correct_of else True)
+    return CISRun(task, model_name, list(items), results, np.array(base), np.array(correct),
+                  time.perf_counter() - t0)
+
+
+def images_to_converge(curve: pd.DataFrame, level: float) -> int | None:
+    """Smallest n of a :func:`cms_convergence` curve from which the Pearson
+    correlation with the final map stays >= ``level`` (None if never before the last step)."""
+    c = curve.sort_values("n_images")
+    ok = (c["pearson_with_final"] >= level).to_numpy()
+    n = c["n_images"].to_numpy()
+    if len(n) < 2 or not ok[-1]:
+        return None
+    bad = np.flatnonzero(~ok)
+    first = 0 if len(bad) == 0 else bad[-1] + 1
+    return int(n[first]) if first < len(n) - 1 else None
+
+
+def spearman_brown_n(r: float, n: int, target: float) -> float:
+    """Images per map at which two independent CMS maps would correlate at ``target``, given that
+    two maps of ``n`` images each correlate at ``r`` (split-half): the Spearman-Brown prophecy
+    n * target (1 - r) / (r (1 - target)), which assumes each CIS map is the model's map plus
+    independent noise (inf when r <= 0)."""
+    if not 0 < target < 1:
+        raise ValueError(f"target must be in (0, 1), got {target}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not np.isfinite(r) or r <= 0:
+        return float("inf")
+    if r >= 1:
+        return float(n)
+    return float(n * target * (1 - r) / (r * (1 - target)))
+
+
 def region_means(cmap: Tensor, face: CanonicalFace | None = None,
                  names: Sequence[str] | None = None) -> dict[str, float]:
     """Mean value of a canonical map [S,S] inside each named region (default: left/right eye,
@@ -759,4 +832,5 @@ __all__ = [
     "CanonicalFace", "canonical_face", "face_mesh", "image_to_canonical", "canonical_to_image",
     "cis", "CISResult", "cms", "cms_convergence", "rasterize_mesh", "LandmarkPatchMasks",
     "square_cover", "region_means", "plot_canonical", "N_LANDMARKS",
+    "CISRun", "run_cis", "images_to_converge", "spearman_brown_n",
 ]
