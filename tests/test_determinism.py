@@ -17,7 +17,9 @@ import yaml
 from xfr.assets import REPO_ROOT
 from xfr.pipeline import THREAD_VARS, THREADS_ENV, fix_threads
 
-SMOKE = yaml.safe_load((REPO_ROOT / "params_smoke.yaml").read_text())
+PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+SMOKE = yaml.safe_load((REPO_ROOT / "params_smoke.yaml").read_text())  # overrides only
+SMOKE_PARAMS = {s: PARAMS[s] | (SMOKE.get(s) or {}) for s in PARAMS}
 TIMING = re.compile(r"(^|_)(seconds|time)(_|$)|_s$")
 
 
@@ -75,8 +77,8 @@ def test_timing_keys():
 
 
 def _run_mask_stages(root, params, env):
-    for command in ("prepare", "train"):
-        proc = subprocess.run([sys.executable, "-m", "xfr.experiments.masks", command, "--params",
+    for command in ("mask_data", "mask_train"):
+        proc = subprocess.run([sys.executable, "-m", f"xfr.experiments.{command}", "--params",
                                str(params), "--out-root", str(root)], cwd=REPO_ROOT, env=env,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, f"{command} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -95,7 +97,7 @@ def test_mask_training_is_deterministic(tmp_path):
     same metrics, per-epoch table and weights, bit for bit (their smoke metrics alone are all
     0, the weights show any difference)."""
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(SMOKE))
+    params.write_text(yaml.safe_dump(SMOKE_PARAMS))
     env = {k: v for k, v in os.environ.items() if k not in (THREADS_ENV, *THREAD_VARS)}
     a = _run_mask_stages(tmp_path / "a", params, env)
     b = _run_mask_stages(tmp_path / "b", params, {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
@@ -125,7 +127,7 @@ def test_run_notebook_starts_kernels_with_fixed_threads(monkeypatch, tmp_path):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MKL_NUM_THREADS", "1")
     try:
-        run_notebook("comparison", REPO_ROOT / "params_smoke.yaml", tmp_path, html=False)
+        run_notebook("comparison", out_root=tmp_path, override_files=[REPO_ROOT / "params_smoke.yaml"], html=False)
         assert seen == {v: str(os.cpu_count() or 1) for v in THREAD_VARS}
     finally:
         torch.set_num_threads(before)

@@ -136,7 +136,7 @@ def load_detector(weights_dir: str | Path, device: str | torch.device = "cpu"):
     if missing:
         raise FileNotFoundError(
             f"no trained detector in {weights_dir} (missing {', '.join(missing)}): run the training "
-            f"stage first (`dvc repro mask_train` or `python -m xfr.experiments.masks train`)")
+            f"stage first (`dvc repro mask_train` or `python -m xfr.experiments.mask_train`)")
     meta = json.loads(meta_file.read_text())
     yolo = _build(meta["model"], meta["names"], meta["imgsz"])
     with np.load(npz, allow_pickle=False) as arrays:
@@ -195,7 +195,7 @@ def train_detector(data_yaml: str | Path, model_yaml: str = "yolov5n.yaml", epoc
     data_yaml = Path(data_yaml).resolve()
     if not data_yaml.is_file():
         raise FileNotFoundError(f"dataset yaml {data_yaml} not found: run the data stage first "
-                                f"(`dvc repro mask_data` or `python -m xfr.experiments.masks prepare`)")
+                                f"(`dvc repro mask_data` or `python -m xfr.experiments.mask_data`)")
     if int(epochs) < 1 or int(imgsz) < 32 or int(batch) < 1:
         raise ValueError(f"need epochs >= 1, imgsz >= 32, batch >= 1; got {epochs}, {imgsz}, {batch}")
     tmp = None
@@ -274,7 +274,7 @@ def evaluate_detector(yolo, data_yaml: str | Path, split: str = "val", imgsz: in
 
 # ----------------------------------------------------------------------------- stage mask_train
 def run_train(params: Mapping, out_root: str | Path) -> dict:
-    """Stage ``mask_train`` (``python -m xfr.experiments.masks train``, section ``mask_train`` of
+    """Stage ``mask_train`` (``python -m xfr.experiments.mask_train``, section ``mask_train`` of
     the params file): train (:func:`train_detector`: model yaml, epochs, imgsz, batch, seed,
     workers, deterministic, patience) on ``<out_root>/mask_data/yolo``, save the weights without
     pickle in ``<out_root>/mask_train/weights``, reload them, evaluate them on the val and test
@@ -286,7 +286,7 @@ def run_train(params: Mapping, out_root: str | Path) -> dict:
     data_yaml = Path(out_root) / "mask_data" / "yolo" / "dataset.yaml"
     if not data_yaml.is_file():
         raise FileNotFoundError(f"{data_yaml} not found: run the data stage first "
-                                f"(`dvc repro mask_data` or `python -m xfr.experiments.masks prepare`)")
+                                f"(`dvc repro mask_data` or `python -m xfr.experiments.mask_data`)")
     cfg_tmp = tempfile.TemporaryDirectory(prefix="xfr-yolo-config-")
     try:
         offline_env(cfg_tmp.name)

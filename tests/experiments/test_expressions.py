@@ -9,6 +9,7 @@ from PIL import Image
 from xfr import report as R
 from xfr.experiments import expressions as E
 from xfr.explain import minplus
+from xfr.explain.runner import run_methods, stability_table
 
 
 class MeanIntensityClassifier(torch.nn.Module):
@@ -84,10 +85,10 @@ def test_minplus_with_parts_matches_minplus_and_method_row():
 
 def test_figures_are_written(tmp_path):
     img = torch.rand(3, 24, 24)
-    res = R.run_methods(smooth_score, img, {"rise": dict(n_masks=4), "minplus": dict(step=8, t_max=1)})
+    res = run_methods(smooth_score, img, {"rise": dict(n_masks=4), "minplus": dict(step=8, t_max=1)})
     E.fig_methods([img], ["x"], [res], tmp_path / "a.png", title="t")
-    runs = {"rise": [res["rise"], R.run_methods(smooth_score, img, {"rise": dict(n_masks=4)}, seed=1)["rise"]]}
-    stab, _ = R.stability_table(runs)
+    runs = {"rise": [res["rise"], run_methods(smooth_score, img, {"rise": dict(n_masks=4)}, seed=1)["rise"]]}
+    stab, _ = stability_table(runs)
     E.fig_runs(img, runs, stab, tmp_path / "b.png", title="t", seeds=[0, 1])
     _, parts = E.minplus_with_parts(smooth_score, img, step=8, t_max=1)
     E.fig_minplus_parts(img, parts, tmp_path / "c.png", title="t")

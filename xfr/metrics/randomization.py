@@ -167,7 +167,8 @@ def cascade_maps(model: torch.nn.Module, make_score: Callable[[torch.nn.Module],
     ``depths`` of the cascading randomization (``randomization_seed``); each method of
     ``methods`` (:func:`run_methods`) with explainer seed ``seed``. With ``other_seed``, the
     random methods are also run once more on the trained model with seed ``seed + 1``."""
-    from ..report import RANDOM_METHODS, run_methods
+    from ..explain.runner import run_methods
+    from ..report import RANDOM_METHODS
 
     names = list(parameter_layers(model) if layers is None else layers)
     wanted = check_depths(depths, len(names))
