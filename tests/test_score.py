@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers import BrightSquareNet, MeanColour
 from xfr.faces.mesh import pair_canvas
 from xfr.models.detect import Detections
 from xfr.models.xception import ContextPadded
@@ -209,29 +210,7 @@ def test_verification_score_with_real_dlib_resnet():
 
 
 # ----------------------------------------------------------------------------- CMS paper scores (eqs. 1, 8)
-class MeanColour(torch.nn.Module):
-    """Embedding = mean RGB of 4 quadrants (12-d): deterministic, sensitive to occlusion."""
 
-    def forward(self, x):
-        return torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
-
-
-class BrightSquareNet(torch.nn.Module):
-    """Logit of class 1 = mean ReLU activation of a conv channel that fires on bright pixels;
-    class 0 = its negative. Grad-CAM on ``conv`` must peak where the image is bright."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 2, 3, padding=1, bias=True)
-        with torch.no_grad():
-            self.conv.weight.zero_()
-            self.conv.weight[0] = 1.0 / 27
-            self.conv.bias[:] = torch.tensor([-0.5, 0.0])
-
-    def forward(self, x):
-        a = torch.relu(self.conv(x))
-        s = a[:, 0].mean(dim=(1, 2))
-        return torch.stack([-s, s], dim=1)
 
 
 def test_pair_confidence_sign_eq8():

@@ -3,26 +3,10 @@ separate S-RISE runs, and the centered maps equal their explicit sums."""
 import pytest
 import torch
 
+from tests.helpers import TinyEmbedder, _images
 from xfr.explain import srise
 from xfr.explain.srise import srise_prefix_maps
 from xfr.score import verification_score
-
-
-class TinyEmbedder:
-    """A fixed random linear embedding of a 4x4-pooled image (any size works)."""
-
-    def __init__(self, seed=0, dim=6):
-        g = torch.Generator().manual_seed(seed)
-        self.w = torch.randn(3 * 4 * 4, dim, generator=g)
-
-    def __call__(self, x):
-        pooled = torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
-        return pooled @ self.w + 0.1
-
-
-def _images(seed=0, size=24):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(3, size, size, generator=g), torch.rand(3, size, size, generator=g)
 
 
 def test_srise_prefix_maps_equal_separate_srise_runs():
