@@ -62,7 +62,8 @@ def stage_params(stage: str, params_file: Path = PARAMS_FILE, overrides: Sequenc
     if stage not in params:
         raise KeyError(f"{params_file} has no section {stage!r} (sections: {sorted(params)})")
     out = dict(params[stage] or {})
-    files = [Path(f) for f in overrides] + ([PAPER_DIR / f"{stage}.paper.yaml"] if paper else [])
+    paper_file = PAPER_DIR / f"{stage}.paper.yaml"  # none: the defaults are the paper's scale
+    files = [Path(f) for f in overrides] + ([paper_file] if paper and paper_file.is_file() else [])
     for path in files:
         section = (yaml.safe_load(Path(path).read_text()) or {}).get(stage) or {}
         unknown = sorted(set(section) - set(out))

@@ -51,15 +51,24 @@ def write_metrics(out_dir: str | Path, metrics: dict, name: str = "metrics.json"
 
 def flatten_metrics(metrics: Mapping, sep: str = "_", prefix: str = "") -> dict:
     """Nested metrics -> one level, keys joined with ``sep`` (``{"rise": {"box_ap": 1}}`` ->
-    ``{"rise_box_ap": 1}``); for comparing with flat metrics files and for tables."""
+    ``{"rise_box_ap": 1}``), for comparing with flat metrics files and for tables; a name that
+    two paths give raises ValueError."""
     out: dict = {}
     for key, value in metrics.items():
         name = f"{prefix}{sep}{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            out.update(flatten_metrics(value, sep, name))
-        else:
-            out[name] = value
+        flat = flatten_metrics(value, sep, name) if isinstance(value, Mapping) else {name: value}
+        for k, v in flat.items():
+            if k in out:
+                raise ValueError(f"metric {k!r} appears twice")
+            out[k] = v
     return out
+
+
+def set_nested(tree: dict, path: Sequence, leaves: Mapping) -> None:
+    """Set ``leaves`` in the nested metrics dict ``tree`` under the keys ``path`` (created)."""
+    for k in path:
+        tree = tree.setdefault(str(k), {})
+    tree.update(leaves)
 
 
 def write_csv(out_dir: str | Path, name: str, frame: pd.DataFrame) -> Path:

@@ -10,6 +10,7 @@ import torch
 from xfr import data, score, stats
 from xfr.experiments import bias as B
 from xfr.faces import edits as E
+from xfr.report import flatten_metrics
 
 
 # ----------------------------------------------------------------------------- tables
@@ -116,7 +117,7 @@ def test_headline_metrics_keys():
     nested = B.headline_metrics(groups=groups, effects=eff)
     assert nested["bias"]["celeba"]["a"]["female"]["makeup"]["n"] == 30
     assert "makeup_diff_p" in nested["bias"]["celeba"]["a"]["female"]
-    m = B.flat_metrics(nested)
+    m = flatten_metrics(nested)
     assert m["bias_celeba_a_female_makeup_n"] == 30
     row = groups[(groups.model == "b") & (groups.gender == "male") & ~groups.makeup].iloc[0]
     assert m["bias_celeba_b_male_nomakeup_mean_pfemale"] == pytest.approx(row["mean"])

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from xfr.experiments import cms as C
+from xfr.report import flatten_metrics
 
 
 def test_confidence_table_pools_per_image_results():
@@ -32,10 +33,10 @@ def test_confidence_table_pools_per_image_results():
 def test_flatten_metrics_joins_nested_keys():
     nested = {"work_size": 224, "faces": {"fer2013": {"input": 4, "no_face": 0}},
               "canvas_coverage": {"12px": 0.5, "strided": {"16px": 0.4}}, "cms": {}}
-    assert C.flatten_metrics(nested) == {"work_size": 224, "faces_fer2013_input": 4, "faces_fer2013_no_face": 0,
+    assert flatten_metrics(nested) == {"work_size": 224, "faces_fer2013_input": 4, "faces_fer2013_no_face": 0,
                                          "canvas_coverage_12px": 0.5, "canvas_coverage_strided_16px": 0.4}
     with pytest.raises(ValueError, match="twice"):
-        C.flatten_metrics({"a_b": 1, "a": {"b": 2}})
+        flatten_metrics({"a_b": 1, "a": {"b": 2}})
 
 
 def _cam_table():
@@ -55,7 +56,7 @@ def test_cam_claims_and_metrics_keep_the_flat_names():
     assert not claims.loc["cms_verification_lfw", "cms_highest_average_drop"]
     assert claims.cms_lowest_increase.all() and claims.cms_highest_win.all()  # ties count
     cam5 = pd.concat([cam, cam[cam.method == "CMS"].assign(method="CIS (image)")], ignore_index=True)
-    flat = C.flatten_metrics(C.cam_metrics(cam, cam5, claims.reset_index()))
+    flat = flatten_metrics(C.cam_metrics(cam, cam5, claims.reset_index()))
     assert flat["cam_expression_fer2013_gradcampp_average_drop"] == 25.0
     assert flat["cam_verification_lfw_cms_win"] == 40.0
     assert flat["cam_expression_fer2013_cms_highest_average_drop"] == 1
@@ -67,20 +68,20 @@ def test_cam_claims_and_metrics_keep_the_flat_names():
 def test_section_metrics_flat_names():
     acc = pd.DataFrame([dict(model="mini-xception-gender", data="UTKFace", context=0.3, n=3, accuracy=0.5),
                         dict(model="dlib-resnet", data="LFW pairs", context=0.0, n=2, accuracy=1.0)])
-    flat = C.flatten_metrics({"accuracy": C.accuracy_metrics(acc)})
+    flat = flatten_metrics({"accuracy": C.accuracy_metrics(acc)})
     assert flat == {"accuracy_mini-xception-gender_utkface_ctx0.3": 0.5, "accuracy_dlib-resnet_lfw_ctx0": 1.0}
     conv = pd.DataFrame({"n_images": [4.0], "n_pearson_0.95": [np.nan]}, index=["verification_lfw"])
-    assert C.flatten_metrics({"convergence": C.convergence_metrics(conv)}) == {
+    assert flatten_metrics({"convergence": C.convergence_metrics(conv)}) == {
         "convergence_verification_lfw_n_images": 4.0, "convergence_verification_lfw_n_pearson_0.95": None}
     ref = type("R", (), {"patch": 15})()
     pt = pd.DataFrame({"patch": [15, 31], "pearson_with_reference": [1.0, 0.7]})
-    assert C.flatten_metrics(C.patch_metrics(pt, ref)) == {"patch15_pearson_with_patch15": 1.0,
+    assert flatten_metrics(C.patch_metrics(pt, ref)) == {"patch15_pearson_with_patch15": 1.0,
                                                            "patch31_pearson_with_patch15": 0.7}
     rt = pd.DataFrame([dict(depth=0, spearman_face=1.0, ssim=1.0), dict(depth=1, spearman_face=0.2, ssim=0.3)])
-    assert C.flatten_metrics({"randomization": C.randomization_metrics(rt)}) == {
+    assert flatten_metrics({"randomization": C.randomization_metrics(rt)}) == {
         "randomization_top1_spearman_face": 0.2, "randomization_top1_ssim": 0.3}
     prep = pd.DataFrame([dict(dataset="FER-2013", input=4, kept=3, no_face=1, bad_mesh=0)])
-    flat = C.flatten_metrics(C.face_metrics(prep, [1, 2], [1]))
+    flat = flatten_metrics(C.face_metrics(prep, [1, 2], [1]))
     assert flat == {"faces_fer2013_input": 4, "faces_fer2013_kept": 3, "faces_fer2013_no_face": 1,
                     "faces_fer2013_bad_mesh": 0, "lfw_pairs_sampled": 2, "lfw_pairs_kept": 1}
 
@@ -91,7 +92,7 @@ def test_coverages_and_methods_table():
 
     face = canonical_face(96)
     cov, k = C.coverages(spread_landmarks(117, face), face)
-    assert k == 4 and set(C.flatten_metrics({"canvas_coverage": cov})) == {
+    assert k == 4 and set(flatten_metrics({"canvas_coverage": cov})) == {
         "canvas_coverage_12px", "canvas_coverage_16px", "canvas_coverage_strided_12px", "canvas_coverage_strided_16px"}
     assert cov["16px"] > cov["strided"]["16px"]
     cam = _cam_table()

@@ -58,6 +58,7 @@ from ..data import _require
 from ..engine import score_images
 from ..faces.edits import EDITS_DEFAULT, EditRegions, _check_edits, edited_variants, face_meshes, image_masks
 from ..io import load_image
+from ..report import set_nested
 from ..score import GenderModel
 from ..stats import (
     _check_boot,
@@ -375,22 +376,6 @@ def _finite(v) -> bool:
     return v is not None and np.isfinite(float(v))
 
 
-def _put(tree: dict, path: Sequence[str], leaves: dict) -> None:
-    """Sets ``leaves`` in the nested dict ``tree`` under the keys ``path``."""
-    for k in path:
-        tree = tree.setdefault(str(k), {})
-    tree.update(leaves)
-
-
-def flat_metrics(tree: dict, sep: str = "_", prefix: str = "") -> dict:
-    """A nested metrics dict flattened, keys joined with ``sep``."""
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}{sep}{k}" if prefix else str(k)
-        out.update(flat_metrics(v, sep, key) if isinstance(v, dict) else {key: v})
-    return out
-
-
 def headline_metrics(groups: pd.DataFrame | None = None, effects: pd.DataFrame | None = None,
                      regression: pd.DataFrame | None = None, matched: pd.DataFrame | None = None,
                      edits: pd.DataFrame | None = None, eye_control: pd.DataFrame | None = None,
@@ -398,7 +383,7 @@ def headline_metrics(groups: pd.DataFrame | None = None, effects: pd.DataFrame |
                      race_eye_control: pd.DataFrame | None = None, race_edit: str = "dark",
                      prefix: str = "bias") -> dict:
     """The headline numbers for metrics.json as a nested dict ``{prefix: {...}}`` (the full
-    tables go to CSV); :func:`flat_metrics` joins its keys with '_' into:
+    tables go to CSV); :func:`xfr.report.flatten_metrics` joins its keys with '_' into:
 
     - ``celeba_{model}_{gender}_{makeup|nomakeup}_{mean_pfemale,ci_lo,ci_hi,n,acc}``;
     - ``celeba_{model}_{gender}_makeup_diff[_ci_lo,_ci_hi,_p]`` (:func:`makeup_effect`),
@@ -418,44 +403,44 @@ def headline_metrics(groups: pd.DataFrame | None = None, effects: pd.DataFrame |
             leaves = {"mean_pfemale": r.mean, "ci_lo": r.ci_lo, "ci_hi": r.ci_hi, "n": r.n}
             if hasattr(r, "accuracy"):
                 leaves["acc"] = r.accuracy
-            _put(m, ["celeba", r.model, r.gender, "makeup" if r.makeup else "nomakeup"], leaves)
+            set_nested(m, ["celeba", r.model, r.gender, "makeup" if r.makeup else "nomakeup"], leaves)
     if effects is not None:
         for r in effects.itertuples():
             k = "makeup_diff"
-            _put(m, ["celeba", r.model, r.gender], {k: r.diff, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi,
+            set_nested(m, ["celeba", r.model, r.gender], {k: r.diff, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi,
                                                      f"{k}_p": r.p_mannwhitney})
     if regression is not None and not regression.empty:
         for r in regression[regression.term == "Heavy_Makeup"].itertuples():
             k = "makeup_logit_adjusted"
-            _put(m, ["celeba", r.model, r.gender], {k: r.coef, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi})
+            set_nested(m, ["celeba", r.model, r.gender], {k: r.coef, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi})
     if matched is not None:
         for r in matched.itertuples():
             if _finite(r.diff):
                 k = "makeup_matched_diff"
-                _put(m, ["celeba", r.model, r.gender], {k: r.diff, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi})
+                set_nested(m, ["celeba", r.model, r.gender], {k: r.diff, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi})
     if edits is not None:
         for r in edits.itertuples():
             ds = [_slug(r.dataset)] if hasattr(r, "dataset") else []
-            _put(m, ["edit", *ds, r.model, r.gender, r.region, r.edit],
+            set_nested(m, ["edit", *ds, r.model, r.gender, r.region, r.edit],
                  {"mean_delta": r.mean_delta, "mean_delta_logit": r.mean_delta_logit, "flip": r.flip_rate})
     if eye_control is not None:
         for r in eye_control.itertuples():
             ds = [_slug(r.dataset)] if hasattr(r, "dataset") else []
             k = "eyes_minus_control"
-            _put(m, ["edit", *ds, r.model, r.gender, r.edit],
+            set_nested(m, ["edit", *ds, r.model, r.gender, r.edit],
                  {k: r.diff, f"{k}_ci_lo": r.ci_lo, f"{k}_ci_hi": r.ci_hi, f"{k}_p": r.p_wilcoxon})
     if utk_groups is not None:
         for r in utk_groups.itertuples():
-            _put(m, ["utk", r.model, _slug(r.race), r.gender], {"acc": r.accuracy})
+            set_nested(m, ["utk", r.model, _slug(r.race), r.gender], {"acc": r.accuracy})
     if race_edits is not None:
         for r in race_edits[race_edits.edit == race_edit].itertuples():
             leaves = {"mean_delta": r.mean_delta, "mean_delta_logit": r.mean_delta_logit}
             if r.region == "eyes":
                 leaves["flip"] = r.flip_rate
-            _put(m, ["utk", r.model, _slug(r.race), r.gender, r.region, r.edit], leaves)
+            set_nested(m, ["utk", r.model, _slug(r.race), r.gender, r.region, r.edit], leaves)
     if race_eye_control is not None:
         for r in race_eye_control[race_eye_control.edit == race_edit].itertuples():
-            _put(m, ["utk", r.model, _slug(r.race), r.gender, r.edit], {"eyes_minus_control": r.diff})
+            set_nested(m, ["utk", r.model, _slug(r.race), r.gender, r.edit], {"eyes_minus_control": r.diff})
     return {prefix: m} if prefix else m
 
 

@@ -85,19 +85,6 @@ def confidence_table(task: str, results: Sequence, costs: Mapping[str, Sequence[
 
 
 # ----------------------------------------------------------------------------- metrics
-def flatten_metrics(nested: Mapping, sep: str = "_", prefix: str = "") -> dict:
-    """Nested metrics (dicts of dicts) as one flat dict whose keys join the nested keys with
-    ``sep``: {"cms": {"lfw": {"n": 3}}} -> {"cms_lfw_n": 3} (the flat names of earlier runs)."""
-    flat: dict = {}
-    for k, v in nested.items():
-        key = f"{prefix}{sep}{k}" if prefix else str(k)
-        for name, value in (flatten_metrics(v, sep, key) if isinstance(v, Mapping) else {key: v}).items():
-            if name in flat:
-                raise ValueError(f"metric {name!r} appears twice")
-            flat[name] = value
-    return flat
-
-
 def _metric(v):
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
 
