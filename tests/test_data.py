@@ -1,8 +1,9 @@
 """xfr.data: samplers of table rows and LFW pairs."""
 import pandas as pd
 import pytest
+import torch
 
-from xfr.data import Pair, sample_pairs, sample_rows
+from xfr.data import Pair, load_photo, sample_pairs, sample_photo_path, sample_rows
 
 
 def test_sample_rows_stratified_and_reproducible():
@@ -22,3 +23,12 @@ def test_sample_pairs_half_genuine():
     got = sample_pairs(pairs, 10, seed=1)
     assert len(got) == 10 and sum(p.same for p in got) == 5
     assert sample_pairs(pairs, 10, seed=1) == got
+
+
+def test_load_photo():
+    astro = load_photo("astronaut")
+    assert astro.shape == (3, 512, 512) and astro.dtype == torch.float32
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_photo("no_such_photo.jpg")
+    p = sample_photo_path("grace_hopper")
+    assert p is None or p.is_file()

@@ -15,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import Tensor
 
 from .assets import REPO_ROOT, AssetError, data_manifest, mirror_dirs, sha256_file
+from .io import load_image, to_tensor
 
 DATA_DIR = REPO_ROOT / "data"
 
@@ -147,20 +150,6 @@ def celeba(root: Path = DATA_DIR) -> pd.DataFrame:
     return df[df["path"].map(Path.is_file)].reset_index(drop=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Assemble data/ from the offline mirror")
-    ap.add_argument("names", nargs="*", help=f"data sets (default all): {', '.join(datasets())}")
-    ap.add_argument("--dest", type=Path, default=DATA_DIR)
-    args = ap.parse_args(argv)
-    try:
-        assemble(args.dest, args.names or None)
-    except AssetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-# ----------------------------------------------------------------------------- sampling
 def sample_rows(table: pd.DataFrame, n: int | None, seed: int = 0,
                 stratify: Sequence[str] | None = None) -> pd.DataFrame:
     """``n`` random rows of ``table`` (all when n is None or larger), in equal shares of the
@@ -200,18 +189,9 @@ def sample_pairs(pairs, n: int | None, seed: int = 0) -> list:
     return [pick[i] for i in rng.permutation(len(pick))]
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 # ----------------------------------------------------------------------------- study tables
 # Face tables of the make-up bias study (CMS paper §5.2, :mod:`xfr.experiments.bias`): CelebA and
 # UTKFace listings with gender labels, sampled per group, and images loaded as one batch.
-
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from .io import load_image  # noqa: E402
 
 
 def _require(df: pd.DataFrame, cols: Sequence[str], name: str = "frame") -> None:
@@ -283,3 +263,70 @@ def load_batch(paths: Sequence) -> Tensor:
     if len(shapes) != 1:
         raise ValueError(f"images of different sizes {sorted(shapes)}: score them separately")
     return torch.stack(imgs)
+
+
+WILD_DIR = DATA_DIR / "wild_photos" / "imgs"
+
+
+def sample_photo_path(name: str) -> Path | None:
+    """Files of the sample photos that registry packages ship: ``grace_hopper`` (matplotlib),
+    ``t1`` and ``Tom_Hanks_54745`` (insightface); None when the package (or file) is missing."""
+    try:
+        if name == "grace_hopper":
+            import matplotlib
+
+            p = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+        elif name in ("t1", "Tom_Hanks_54745"):
+            import importlib.util
+
+            spec = importlib.util.find_spec("insightface")
+            if spec is None or not spec.submodule_search_locations:
+                return None
+            base = Path(list(spec.submodule_search_locations)[0]) / "data" / "images"
+            p = base / ("t1.jpg" if name == "t1" else "Tom_Hanks_54745.png")
+        else:
+            return None
+    except ImportError:
+        return None
+    return p if p.is_file() else None
+
+
+def load_photo(name: str, wild_dir: Path = WILD_DIR) -> Tensor:
+    """A photo as float RGB [3,H,W]: ``astronaut`` (scikit-image), ``grace_hopper``, ``t1``,
+    ``Tom_Hanks_54745`` (package sample photos) or a file name in ``data/wild_photos/imgs``.
+    Raises FileNotFoundError naming where it looked."""
+    if name == "astronaut":
+        from skimage import data
+
+        return to_tensor(data.astronaut())
+    p = sample_photo_path(name)
+    if p is not None:
+        return load_image(p)
+    if name in ("grace_hopper", "t1", "Tom_Hanks_54745"):
+        raise FileNotFoundError(f"sample photo {name!r} not found: its package (matplotlib / "
+                                f"insightface) is not installed or lacks the file")
+    path = Path(wild_dir) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"photo {name!r} not found in {wild_dir} (run `python -m xfr.data` "
+                                f"to assemble data/)")
+    return load_image(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Assemble data/ from the offline mirror")
+    ap.add_argument("names", nargs="*", help=f"data sets (default all): {', '.join(datasets())}")
+    ap.add_argument("--dest", type=Path, default=DATA_DIR)
+    args = ap.parse_args(argv)
+    try:
+        assemble(args.dest, args.names or None)
+    except AssetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

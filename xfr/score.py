@@ -13,6 +13,7 @@ moves the batch to the model's device and runs under ``torch.inference_mode()``:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -218,7 +219,6 @@ def detection_score(detector, box: Sequence[float] | Tensor, cls: int | None = N
 # ----------------------------------------------------------------------------- gender models
 # P(female) of the zoo's gender classifiers (``faceres-gender``, ``mini-xception-gender``), the
 # score functions of the make-up bias study (CMS paper §5.2, :mod:`xfr.experiments.bias`).
-from dataclasses import dataclass  # noqa: E402
 
 FEMALE_CLASS_NAMES = ("female", "woman")
 MODEL_KEYS = {"faceres-gender": "faceres", "mini-xception-gender": "xception"}
@@ -378,3 +378,9 @@ def decided_correctly(f: ScoreFn, image: Tensor) -> bool:
         raise ValueError("f must come from class_score, mate_confidence or pair_confidence")
     with torch.inference_mode():
         return int(clf(image[None]).float().argmax(1)[0]) == int(k)
+
+
+def embed_chips(embedder, chips: Tensor, batch_size: int = 64) -> Tensor:
+    """Unit embeddings [N, D] of chips [N,3,H,W]."""
+    embed = unit_embeddings(embedder)
+    return torch.cat([embed(chips[i:i + batch_size]) for i in range(0, len(chips), batch_size)])

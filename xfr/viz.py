@@ -190,3 +190,40 @@ def draw_box(rgb: np.ndarray, box, color=(255, 255, 255), scale: int = 1) -> np.
 
 def upscale(rgb: np.ndarray, scale: int) -> np.ndarray:
     return rgb if scale <= 1 else np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+
+
+def map_grid(rows: Sequence[Sequence[tuple[str, np.ndarray]]], row_labels: Sequence[str] | None = None,
+             title: str | None = None, panel: float = 1.75, fontsize: float = 7.0):
+    """A matplotlib figure: ``rows`` of (title, HxWx3 uint8) panels; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    n_rows = len(rows)
+    n_cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(n_cols * panel, n_rows * (panel + 0.45)),
+                             squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(row):
+                caption, rgb = row[j]
+                ax.imshow(rgb)
+                ax.set_title(caption, fontsize=fontsize)
+            else:
+                ax.axis("off")
+        if row_labels:
+            axes[i][0].set_ylabel(row_labels[i], fontsize=fontsize + 1)
+    if title:
+        fig.suptitle(title, fontsize=fontsize + 3)
+    fig.tight_layout()
+    return fig
+
+
+def overlay_fixed(image, smap, vmin: float = 0.0, vmax: float = 1.0, alpha: float = 0.5,
+                  cmap: str = "jet") -> np.ndarray:
+    """Heat-map overlay on a *fixed* scale [vmin, vmax] (``xfr.viz.overlay`` min-max scales each
+    map, which would hide the joint normalization of S-RISE §3.2.2 step 7)."""
+    img = image_panel(image).astype(np.float64) / 255.0
+    heat = colorize(smap, cmap, vmin=vmin, vmax=vmax)
+    return to_uint8(alpha * heat + (1.0 - alpha) * img)

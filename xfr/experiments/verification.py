@@ -28,7 +28,6 @@ from torch import Tensor
 
 from ..explain.srise import srise_prefix_maps
 from ..faces.align import AlignedFaces
-from ..score import unit_embeddings
 
 # S-RISE Table 1 (Lu & Ebrahimi): iterations (= masks) -> (deletion, insertion), lower is better.
 PAPER_SRISE_TABLE1 = {
@@ -42,12 +41,6 @@ PAPER_SRISE_TABLE1 = {
 def identity_of(path: str | Path) -> str:
     """LFW identity from a file name ``First_Last_0001.jpg``."""
     return Path(path).stem.rsplit("_", 1)[0]
-
-
-def embed_chips(embedder, chips: Tensor, batch_size: int = 64) -> Tensor:
-    """Unit embeddings [N, D] of chips [N,3,H,W]."""
-    embed = unit_embeddings(embedder)
-    return torch.cat([embed(chips[i:i + batch_size]) for i in range(0, len(chips), batch_size)])
 
 
 # ----------------------------------------------------------------------------- pairs
@@ -281,32 +274,6 @@ def summarize_table1(per: pd.DataFrame) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- figures
-def map_grid(rows: Sequence[Sequence[tuple[str, np.ndarray]]], row_labels: Sequence[str] | None = None,
-             title: str | None = None, panel: float = 1.75, fontsize: float = 7.0):
-    """A matplotlib figure: ``rows`` of (title, HxWx3 uint8) panels; returns the figure."""
-    import matplotlib.pyplot as plt
-
-    n_rows = len(rows)
-    n_cols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(n_cols * panel, n_rows * (panel + 0.45)),
-                             squeeze=False)
-    for i, row in enumerate(rows):
-        for j in range(n_cols):
-            ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j < len(row):
-                caption, rgb = row[j]
-                ax.imshow(rgb)
-                ax.set_title(caption, fontsize=fontsize)
-            else:
-                ax.axis("off")
-        if row_labels:
-            axes[i][0].set_ylabel(row_labels[i], fontsize=fontsize + 1)
-    if title:
-        fig.suptitle(title, fontsize=fontsize + 3)
-    fig.tight_layout()
-    return fig
 
 
 def cscore_figure(res, fit, bins: int = 400):
@@ -408,26 +375,15 @@ def table1_figure(summary: pd.DataFrame, curves: pd.DataFrame, n_triplets: int,
     return fig
 
 
-def overlay_fixed(image, smap, vmin: float = 0.0, vmax: float = 1.0, alpha: float = 0.5,
-                  cmap: str = "jet") -> np.ndarray:
-    """Heat-map overlay on a *fixed* scale [vmin, vmax] (``xfr.viz.overlay`` min-max scales each
-    map, which would hide the joint normalization of S-RISE §3.2.2 step 7)."""
-    from ..viz import colorize, image_panel, to_uint8
-
-    img = image_panel(image).astype(np.float64) / 255.0
-    heat = colorize(smap, cmap, vmin=vmin, vmax=vmax)
-    return to_uint8(alpha * heat + (1.0 - alpha) * img)
-
-
 def fmt(x: float, digits: int = 3) -> str:
     return "nan" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
 __all__ = [
-    "PAPER_SRISE_TABLE1", "identity_of", "embed_chips", "pair_table", "accuracy_at",
-    "trend_holds", "make_triplets", "failed_verification", "overlay_fixed", "explain_face",
+    "PAPER_SRISE_TABLE1", "identity_of", "pair_table", "accuracy_at",
+    "trend_holds", "make_triplets", "failed_verification", "explain_face",
     "flip_metrics", "run_table1", "summarize_table1", "cscore_figure", "table1_figure",
-    "MethodRun", "region_means", "map_grid", "fmt",
+    "MethodRun", "region_means", "fmt", "slug",
 ]
 
 

@@ -4,10 +4,14 @@ resized), and boxes mapped between photo and window pixels."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..metrics.base import box_mask
+from ..score import box_iou
 
 
 def resize_to(image: Tensor, hw: tuple[int, int]) -> Tensor:
@@ -51,3 +55,56 @@ def map_box(box: Sequence[float], rect: Sequence[int], size: int) -> Tensor:
     s = size / float(x2 - x1)
     b = torch.as_tensor(box, dtype=torch.float32)
     return (b - torch.tensor([x1, y1, x1, y1], dtype=torch.float32)) * s
+
+
+@dataclass
+class FaceWindow:
+    """One face to explain: the window image and the detection in it."""
+
+    name: str  # "<photo>#<k>"
+    photo: str
+    window: Tensor  # [3, S, S] in [0, 1]
+    box: Tensor  # [4] the MTCNN detection in the window (x1, y1, x2, y2), window pixels
+    prob: float  # its score f(window)
+    rect: tuple[int, int, int, int]  # window in photo pixels
+    photo_box: Tensor  # [4] the detection in the photo (photo pixels)
+    iou_photo_window: float  # IoU of the window detection with the photo detection, mapped
+
+    @property
+    def box_fraction(self) -> float:
+        """Share of the window inside the box: the AP of an uninformative (constant) map."""
+        return float(box_mask(self.box.numpy(), tuple(self.window.shape[1:])).mean())
+
+
+def face_windows(photo: str, image: Tensor, detector, faces_per_photo: int = 2,
+                 detect_side: int = 512, context: float = 2.5, window_size: int = 96,
+                 min_prob: float = 0.95, min_iou: float = 0.5) -> tuple[list[FaceWindow], Tensor]:
+    """The ``faces_per_photo`` largest faces MTCNN finds in ``photo`` (detected on a copy with
+    long side ``detect_side``; probability >= ``min_prob``), each as a :class:`FaceWindow`: the
+    square window around it cut from the full-resolution photo, resized, and detected again
+    (the window detection overlapping the mapped photo box with IoU >= ``min_iou``; faces whose
+    window has none are dropped). Also returns the photo detections' boxes (photo pixels)."""
+    small, s = downscale(image, detect_side)
+    det = detector.detect(small)[0]
+    keep = det.probs >= min_prob
+    boxes, probs = det.boxes[keep] / s, det.probs[keep]
+    if len(boxes):
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        order = torch.argsort(-areas, stable=True)
+        boxes, probs = boxes[order], probs[order]
+    out = []
+    for k in range(min(int(faces_per_photo), len(boxes))):
+        rect = square_window(boxes[k].tolist(), context, tuple(image.shape[1:]))
+        x1, y1, x2, y2 = rect
+        window = resize_to(image[:, y1:y2, x1:x2], (window_size, window_size))
+        expected = map_box(boxes[k], rect, window_size)
+        wdet = detector.detect(window)[0]
+        if len(wdet) == 0:
+            continue
+        ious = box_iou(wdet.boxes, expected)
+        j = int(torch.argmax(ious))
+        if float(ious[j]) < min_iou:
+            continue
+        out.append(FaceWindow(f"{photo}#{k}", photo, window, wdet.boxes[j].clone(),
+                              float(wdet.probs[j]), rect, boxes[k].clone(), float(ious[j])))
+    return out, boxes
