@@ -16,7 +16,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from .models.detect import MTCNNDetector
 
 DEFAULT_MODELS = {
     "verification": "dlib-resnet",
@@ -31,9 +38,9 @@ METHODS = ("minplus", "avg", "occlusion", "lime", "lime-map", "rise", "rise-gaus
 def _parse_value(text: str):
     if "," in text:
         return tuple(_parse_value(t.strip()) for t in text.split(",") if t.strip())
-    for cast in (int, float):
+    for convert in (int, float):
         try:
-            return cast(text)
+            return convert(text)
         except ValueError:
             pass
     if text.lower() in ("true", "false"):
@@ -92,7 +99,7 @@ def explain_command(args) -> int:
     if args.method in ("lime", "lime-map", "rise", "rise-gauss", "s-rise") and "seed" not in params:
         params["seed"] = args.seed
     model_name = args.model or DEFAULT_MODELS[args.task]
-    mtcnn = load("mtcnn")
+    mtcnn = cast("MTCNNDetector", load("mtcnn"))
     images = args.images
     overlay_on = None
 
@@ -125,7 +132,7 @@ def explain_command(args) -> int:
         k = _class_index(model.classes, args.cls)
         image = _load_face(Path(images[0]), None if args.no_align else "arcface112", mtcnn)
         f = attribute_score(model, k)
-        what = f"P({model.classes[k]} | X)"
+        what = f"P({model.classes[k]} | X)"  # type: ignore[index]  # plain attribute; stubs type Module.__getattr__ as Tensor | Module
     else:  # detection
         if len(images) != 1:
             raise SystemExit("error: detection needs one image")
@@ -147,7 +154,8 @@ def explain_command(args) -> int:
 
     if args.method == "xmaps":
         raise SystemExit("error: xmaps explains a verification pair (--task verification)")
-    method = ex.SINGLE_IMAGE_METHODS[args.method]
+    # The explainers' signatures differ, so mypy types the dict's values as bare `function`.
+    method = cast("Callable[..., Tensor]", ex.SINGLE_IMAGE_METHODS[args.method])
     score = float(f(image[None])[0])
     print(f"score f(X) = {what} = {score:.4f}")
     smap = method(f, image, **params, **common)

@@ -161,7 +161,8 @@ def sample_rows(table: pd.DataFrame, n: int | None, seed: int = 0,
     if not stratify:
         return table.sample(n=int(n), random_state=seed).reset_index(drop=True)
     groups = [g.sample(frac=1.0, random_state=seed) for _, g in table.groupby(list(stratify))]
-    picked, k = [], 0
+    picked: list[pd.Series] = []
+    k = 0
     while len(picked) < n:  # round robin over the shuffled groups
         added = False
         for g in groups:

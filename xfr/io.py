@@ -16,7 +16,7 @@ def load_pil(path: str | Path) -> Image.Image:
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     try:
-        img = Image.open(path)
+        img: Image.Image = Image.open(path)
         img.load()
     except (UnidentifiedImageError, OSError, ImportError) as err:
         # ImportError: ultralytics >= 8.4 patches Image.open to load an optional HEIF plugin on

@@ -38,9 +38,7 @@ def fix_threads(threads: int | None = None) -> int:
     (``os.cpu_count()``). Sets ``XFR_THREADS``, ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS``
     (read by torch when a new process loads it; ultralytics then leaves them alone) and calls
     ``torch.set_num_threads`` when torch is imported here. Returns the count."""
-    if not threads:
-        threads = os.environ.get(THREADS_ENV) or os.cpu_count() or 1
-    threads = int(threads)
+    threads = int(threads or os.environ.get(THREADS_ENV) or os.cpu_count() or 1)
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     for var in (THREADS_ENV, *THREAD_VARS):
@@ -187,6 +185,7 @@ def code_deps(stage: str) -> list[str]:
     for mod in _closure(roots):
         parts = mod.split(".")
         path = _module_file(mod)
+        assert path is not None  # _closure keeps only modules that have a file
         is_package = path is not None and path.name == "__init__.py"
         if len(parts) == 1:
             deps.add("xfr/__init__.py")

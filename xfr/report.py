@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -91,7 +92,9 @@ def savefig(fig, figs_dir: str | Path, name: str, dpi: int = 110) -> Path:
 class Timed:
     """A map with the cost of computing it."""
 
-    map: torch.Tensor
+    # A saliency map [H,W], or the result object of an explainer that returns one (e.g.
+    # MinPlusMaps, LimeExplanation) when timed directly by :func:`timed`.
+    map: Any
     seconds: float
     n_forward: int
     extras: dict = field(default_factory=dict)

@@ -66,6 +66,14 @@ def unit_embeddings(embedder) -> Callable[[Tensor], Tensor]:
     return embed
 
 
+def _tagged(f: ScoreFn, **attrs: object) -> ScoreFn:
+    """``f`` with ``attrs`` set as attributes of the function object (read back with getattr,
+    e.g. by :func:`decided_correctly`)."""
+    for name, value in attrs.items():
+        setattr(f, name, value)
+    return f
+
+
 def verification_score(embedder, reference_image: Tensor) -> ScoreFn:
     """Eq. 2: f(X) = <f_e(X), f_e(Y)> with unit embeddings; Y = ``reference_image`` [C,H,W]."""
     embed = unit_embeddings(embedder)
@@ -77,8 +85,7 @@ def verification_score(embedder, reference_image: Tensor) -> ScoreFn:
     def f(images: Tensor) -> Tensor:
         return embed(images) @ y
 
-    f.reference_embedding = y
-    return f
+    return _tagged(f, reference_embedding=y)
 
 
 def attribute_score(classifier, k: int) -> ScoreFn:
@@ -140,8 +147,8 @@ def to_ultralytics(images: Tensor) -> list[np.ndarray]:
     """[N,3,H,W] RGB in [0,1] -> list of HxWx3 uint8 BGR arrays, what ultralytics expects of
     numpy input (as ``cv2.imread`` gives it); ultralytics letterboxes them to its ``imgsz`` and
     returns boxes in these images' pixels."""
-    arr = (images.detach().float().clamp(0, 1).cpu() * 255.0 + 0.5).to(torch.uint8)
-    arr = arr.permute(0, 2, 3, 1).numpy()
+    u8 = (images.detach().float().clamp(0, 1).cpu() * 255.0 + 0.5).to(torch.uint8)
+    arr = u8.permute(0, 2, 3, 1).numpy()
     if arr.shape[3] == 1:
         arr = np.repeat(arr, 3, axis=3)
     return [np.ascontiguousarray(a[:, :, 2::-1]) for a in arr]
@@ -296,8 +303,7 @@ def class_score(model: nn.Module, k: int, context: float = 0.0) -> ScoreFn:
     padded by ``context`` first when > 0."""
     net = classifier_net(model, context)
     f = attribute_score(net, k)
-    f.classifier, f.k = net, int(k)
-    return f
+    return _tagged(f, classifier=net, k=int(k))
 
 
 def predict(model: nn.Module, images: Tensor, context: float = 0.0, batch_size: int = 64) -> Tensor:
@@ -336,8 +342,7 @@ def pair_confidence(embedder, tau: float, same: bool) -> ScoreFn:
         e = embed(torch.cat([canvas[..., : w // 2], canvas[..., w // 2:]]))
         return c * ((e[:n] * e[n:]).sum(1) - tau)
 
-    f.verification = True
-    return f
+    return _tagged(f, verification=True)
 
 
 def mate_confidence(embedder, mate: Tensor, tau: float, same: bool) -> ScoreFn:
@@ -349,9 +354,7 @@ def mate_confidence(embedder, mate: Tensor, tau: float, same: bool) -> ScoreFn:
     def f(images: Tensor) -> Tensor:
         return c * (embed(images) @ ref - tau)
 
-    f.reference_embedding = ref
-    f.verification = True
-    return f
+    return _tagged(f, reference_embedding=ref, verification=True)
 
 
 def warped_score(f: ScoreFn, mat: np.ndarray, size: int) -> ScoreFn:

@@ -93,8 +93,10 @@ def _build(model_yaml: str, names: Mapping[int, str] | list[str], imgsz: int):
 
     names = dict(enumerate(names)) if isinstance(names, (list, tuple)) else \
         {int(k): str(v) for k, v in dict(names).items()}
-    yolo = YOLO(model_yaml, task="detect", verbose=False)
-    net = DetectionModel(model_yaml, nc=len(names), verbose=False)
+    # ultralytics leaves these attributes unannotated (initialised to None, {} or a str), so
+    # mypy would infer types narrower than what they hold: treat its objects as Any.
+    yolo: Any = YOLO(model_yaml, task="detect", verbose=False)
+    net: Any = DetectionModel(model_yaml, nc=len(names), verbose=False)
     net.names = names
     net.task = "detect"
     yolo.model = net
@@ -204,7 +206,7 @@ def train_detector(data_yaml: str | Path, model_yaml: str = "yolov5n.yaml", epoc
         run_dir = tmp.name
     run_dir = Path(run_dir)
     try:
-        yolo = YOLO(model_yaml, task="detect", verbose=False)
+        yolo: Any = YOLO(model_yaml, task="detect", verbose=False)  # unannotated attributes, as in _build
         args = dict(data=str(data_yaml), epochs=int(epochs), imgsz=int(imgsz), batch=int(batch),
                     seed=int(seed), workers=int(workers), deterministic=bool(deterministic),
                     patience=int(patience), device=device, pretrained=False, amp=False,
@@ -292,7 +294,7 @@ def run_train(params: Mapping, out_root: str | Path) -> dict:
         offline_env(cfg_tmp.name)
         model_yaml = str(params.get("model", "yolov5n.yaml"))
         imgsz, batch = int(params.get("imgsz", 320)), int(params.get("batch", 16))
-        kw = dict(epochs=int(params.get("epochs", 10)), imgsz=imgsz, batch=batch,
+        kw: dict[str, Any] = dict(epochs=int(params.get("epochs", 10)), imgsz=imgsz, batch=batch,
                   seed=int(params.get("seed", 0)), workers=int(params.get("workers", 0)),
                   deterministic=bool(params.get("deterministic", True)),
                   patience=int(params.get("patience", 100)))

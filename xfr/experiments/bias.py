@@ -86,7 +86,7 @@ def score_table(models: Mapping[str, GenderModel], table: pd.DataFrame, context:
     if not models:
         raise ValueError("no models given")
     fns = {k: m.score_fn(context) for k, m in models.items()}
-    scores = {k: [] for k in fns}
+    scores: dict[str, list[Tensor]] = {k: [] for k in fns}
     paths = list(table["path"])
     for start in range(0, len(paths), batch_size):
         batch = xdata.load_batch(paths[start:start + batch_size])
@@ -601,7 +601,7 @@ def edit_examples(models: Mapping[str, GenderModel], table: pd.DataFrame, meshes
         masks = image_masks(regions, meshes[i], tuple(img.shape[1:]), supersample)
         keys, var = edited_variants(img, masks, edits)
         x = torch.cat([img[None], var])
-        p = {}
+        p: dict[str, dict[str | tuple[str, str], float]] = {}
         for mk, m in models.items():
             s = score_images(m.score_fn(context), x).tolist()
             p[mk] = {"original": s[0], **{k: v for k, v in zip(keys, s[1:])}}
@@ -624,14 +624,15 @@ def fig_edit_examples(examples: Sequence[Example], title: str = "", columns: Seq
     fig, axes = plt.subplots(len(examples), ncol, figsize=(1.9 * ncol, 2.3 * len(examples)), squeeze=False)
     for r, ex in enumerate(examples):
         rgb = ex.image.permute(1, 2, 0).numpy()
-        panels = [("original", rgb, "original")]
+        # (title, image, key of the P(female) to print: "original", a variant key, or None)
+        panels: list[tuple[str, np.ndarray, str | tuple | None]] = [("original", rgb, "original")]
         ov = rgb.copy()
         for name, colour in (("eyes", (1.0, 0.0, 0.0)), ("control", (0.0, 0.3, 1.0))):
             a = ex.masks[name].numpy()[..., None] * 0.6
             ov = ov * (1 - a) + a * np.array(colour)
         panels.append(("masks", ov, None))
-        for key in columns:
-            panels.append((f"{key[0]} {key[1]}", ex.variants[key].permute(1, 2, 0).numpy(), key))
+        for col in columns:
+            panels.append((f"{col[0]} {col[1]}", ex.variants[col].permute(1, 2, 0).numpy(), col))
         for c, (name, im, key) in enumerate(panels):
             ax = axes[r, c]
             ax.imshow(np.clip(im, 0, 1), interpolation="nearest")

@@ -304,7 +304,8 @@ def convergence(runs: Mapping[str, CISRun], face, seed: int = 0,
     Spearman-Brown projection of the images per map needed for each level."""
     from ..explain.canonical import cms, cms_convergence
 
-    curves, conv = [], {}
+    curves: list[pd.DataFrame] = []
+    conv: dict[str, dict[str, float | None]] = {}
     rng = np.random.default_rng(seed)
     for k, r in runs.items():
         if len(r.maps) < 2:
@@ -386,7 +387,7 @@ def alignment_ablation(kept_pairs: Sequence, dlib, tau: float, points: Tensor, f
     model_none = torch.stack(raw_maps).mean(0)
     model_kp = torch.stack(chip_maps).mean(0)
     model_cms = cms(cis_maps)
-    expl = {"no alignment": [], "keypoint": [], "canonical": []}
+    expl: dict[str, list[np.ndarray]] = {"no alignment": [], "keypoint": [], "canonical": []}
     for i in range(n):
         expl["no alignment"].append(positive(model_none))
         expl["keypoint"].append(warp_map(positive(model_kp), mats[i], (work_size, work_size)).numpy())
@@ -480,6 +481,7 @@ def cam_tasks(runs: Mapping[str, CISRun], fer_model, gender_mini, faceres, dlib,
                              [ClassifierOutputTarget(f.label) for f in fs], "gender_mini_celeba",
                              image_maps("gender_mini_celeba", len(fs)), gender_context))
     if cam_celeba_faceres > 0:
+        assert faceres_images is not None, "cam_celeba_faceres > 0 needs faceres_images"
         fs = sets["CelebA"].faces[:min(cam_celeba_faceres, faceres_images)]
         specs.append(CamTask("gender_celeba_faceres", "faceres-gender", faceres, fs,
                              [class_score(faceres, f.label) for f in fs],

@@ -145,12 +145,14 @@ def find_faces(paths: Sequence[Path], detector, cls: int, window_detect, n: int,
 
     load = load or load_image
     full = yolo_detections(detector, conf=float(min_conf))
-    faces, log = [], []
+    faces: list[MaskFace] = []
+    log: list[dict] = []
     for p in paths:
         if len(faces) >= n:
             break
         image = load(p)
         boxes, scores, classes = full(image[None])[0]
+        assert classes is not None  # YOLO detections carry classes
         sides = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) if len(boxes) else boxes
         sel = [int(i) for i in torch.argsort(-scores) if int(classes[i]) == cls and float(sides[i]) >= min_side]
         kept = 0
@@ -178,7 +180,7 @@ def ground_truth_faces(paths: Sequence[Path], detector, cls: int, window_detect,
     from ..io import load_image
 
     load = load or load_image
-    out = []
+    out: list[MaskFace] = []
     for p in paths:
         if len(out) >= n:
             break

@@ -200,7 +200,7 @@ def _interpolate(vertices: Tensor, tri: Tensor, tri_index: Tensor, bary: Tensor)
     return torch.where((tri_index >= 0)[..., None], pos, torch.zeros((), dtype=pos.dtype))
 
 
-def _grid_sample(src: Tensor, pos: Tensor, hw_src: tuple[int, int]) -> Tensor:
+def _grid_sample(src: Tensor, pos: Tensor, hw_src: tuple[int, ...]) -> Tensor:
     """Bilinear values of ``src`` [C,H,W] at continuous (x, y) positions ``pos`` [h,w,2] -> [C,h,w]
     (zeros outside ``src``)."""
     hs, ws = hw_src
@@ -264,11 +264,11 @@ class CanonicalFace:
             centres = np.stack(np.meshgrid(np.arange(s) + 0.5, np.arange(s) + 0.5, indexing="xy"),
                                -1).reshape(-1, 2)
             pts = self.points.numpy().astype(np.float64)
-            mask = np.zeros(s * s, dtype=bool)
+            inside = np.zeros(s * s, dtype=bool)
             for poly in self._polygons[name]:
                 loop = _hull_loop(pts, poly) if self._is_hull(name) else poly
-                mask |= Path(pts[loop]).contains_points(centres)
-            self._region_cache[name] = torch.from_numpy(mask.reshape(s, s))
+                inside |= Path(pts[loop]).contains_points(centres)
+            self._region_cache[name] = torch.from_numpy(inside.reshape(s, s))
         mask = self._region_cache[name]
         if dilate > 0:
             r = torch.arange(-dilate, dilate + 1, dtype=torch.float64)
@@ -646,7 +646,7 @@ def _as_maps(maps) -> Tensor:
                          f"got a tensor of shape {tuple(maps.shape)}")
     if not items:
         raise ValueError("no maps given: a CMS map needs at least one CIS map")
-    arrs = []
+    arrs: list[Tensor] = []
     for i, m in enumerate(items):
         if isinstance(m, CISResult):
             m = m.canonical

@@ -200,6 +200,7 @@ class WeightedMaskSum:
     def weighted_average(self) -> Tensor:
         """sum_k w_k m_k / sum_k m_k per pixel (0 where no mask touched the pixel)."""
         mass = self.mass
+        assert mass is not None, "weighted_average needs count=True"
         out = torch.where(mass > 0, self.total / mass.clamp(min=1e-300), torch.zeros((), dtype=torch.float64))
         return out.reshape(self.hw)
 

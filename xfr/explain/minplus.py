@@ -37,6 +37,7 @@ arg-min / arg-max go to the first centre in raster order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -189,7 +190,7 @@ def minplus_maps(f: ScoreFn, image: Tensor, width: int | None = None, step: int 
 
 def combine_minplus(maps: MinPlusMaps) -> Tensor:
     """Eqs. 11-13: average the four maps, smooth with G(sigma), scale to [0, 1]."""
-    h_bar = sum(m.to(torch.float64) for m in maps.as_list()) / 4.0  # eq. 11
+    h_bar = cast(Tensor, sum(m.to(torch.float64) for m in maps.as_list()) / 4.0)  # eq. 11
     return minmax(gaussian_smooth(h_bar, maps.width))  # eqs. 12, 13
 
 

@@ -3,7 +3,8 @@ the experiment notebooks share, seed runs of the random ones (MinPlus Fig. 4) an
 stability table."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -42,7 +43,9 @@ def run_methods(f, image: Tensor, methods: Mapping[str, Mapping], seed: int | No
             out["lime-map"] = Timed(exp.saliency, run.seconds, run.n_forward,
                                     dict(shared_with="lime", r2=exp.r2))
             continue
-        out[name] = timed(SINGLE_IMAGE_METHODS[name], f, image, **kwargs[name])
+        # The explainers' signatures differ, so mypy types the dict's values as bare `function`.
+        explainer = cast(Callable[..., Tensor], SINGLE_IMAGE_METHODS[name])
+        out[name] = timed(explainer, f, image, **kwargs[name])
     return {name: out[name] for name in methods}
 
 

@@ -119,7 +119,8 @@ def srise_pair(embedder, probe: Tensor, mate: Tensor, n_masks: int = 500, n_patc
         e = embed(torch.stack([p, m]))
     h_p, = _maps_against(embedder, p, e[1:2], masks, fill, batch_size, progress)
     h_m, = _maps_against(embedder, m, e[0:1], masks, fill, batch_size, progress)
-    return tuple(joint_minmax([h_p, h_m]))
+    h_p, h_m = joint_minmax([h_p, h_m])
+    return h_p, h_m
 
 
 def srise_triplet(embedder, probe: Tensor, mate: Tensor, nonmate: Tensor, n_masks: int = 500,

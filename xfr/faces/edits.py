@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from torch import Tensor
 
 from ..engine import apply_masks, check_image
 from ..io import load_image
+
+if TYPE_CHECKING:
+    from ..explain.canonical import CanonicalFace
 
 
 def equal_area_mask(region: Tensor, area: int, allowed: Tensor | None = None) -> Tensor:
@@ -66,7 +70,7 @@ class EditRegions:
     """The eye and control regions on the canonical canvas: ``hard`` BoolTensors [S,S] and their
     feathered ``soft`` float versions; ``areas`` in canvas pixels."""
 
-    face: object
+    face: CanonicalFace
     hard: dict
     soft: dict
     description: dict = field(default_factory=dict)
@@ -103,7 +107,7 @@ def edit_regions(face=None, eye_dilate: int = 6, eye_ring: bool = True, control:
     return EditRegions(face, hard, soft, desc)
 
 
-def image_masks(regions: EditRegions, mesh: Tensor, hw: tuple[int, int], supersample: int = 1
+def image_masks(regions: EditRegions, mesh: Tensor, hw: tuple[int, ...], supersample: int = 1
                 ) -> dict[str, Tensor]:
     """The soft canonical masks reprojected onto an image of size ``hw`` through its ``mesh``
     (:func:`xfr.explain.canonical.canonical_to_image`), each [H,W] in [0,1]. With ``supersample`` s > 1
@@ -161,7 +165,7 @@ def face_meshes(paths: Sequence, scale: int = 1, progress: bool = False) -> tupl
     if int(scale) < 1:
         raise ValueError(f"scale must be an int >= 1, got {scale}")
     t0 = time.perf_counter()
-    out = []
+    out: list[Tensor | None] = []
     for p in tqdm(list(paths), desc="face mesh", disable=not progress, leave=False):
         img = load_image(p)
         try:

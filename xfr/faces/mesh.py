@@ -58,7 +58,7 @@ def transform_continuous(mat: np.ndarray, points) -> np.ndarray:
     return transform_points(np.asarray(mat, dtype=np.float64), pts - 0.5) + 0.5
 
 
-def frame_matrix(mode: str, hw: tuple[int, int], landmarks5=None, box=None, crop_scale: float = 1.4,
+def frame_matrix(mode: str, hw: tuple[int, ...], landmarks5=None, box=None, crop_scale: float = 1.4,
                  template: str = "dlib150", size: int = WORK_SIZE) -> np.ndarray:
     """2x3 matrix (pixel centres) from original image pixels to the ``size`` working frame.
 
@@ -135,7 +135,7 @@ def warp_map(smap, mat: np.ndarray, hw: tuple[int, int]) -> Tensor:
     return batched_warp(m[None, None], invert(mat), h)[0, 0]
 
 
-def frame_to_chip(face: PreparedFace, raw_hw: tuple[int, int], size: int = WORK_SIZE) -> np.ndarray:
+def frame_to_chip(face: PreparedFace, raw_hw: tuple[int, ...], size: int = WORK_SIZE) -> np.ndarray:
     """2x3 matrix from the "no alignment" frame (the original image resized to size x size) to
     the face's working (aligned) frame."""
     return compose(face.matrix, invert(frame_matrix("full", raw_hw, size=size)))
@@ -206,7 +206,7 @@ def detect_faces(images: Sequence[Tensor], detector, det_size: int = 224, pad: f
         smalls.append(F.pad(x, (p, p, p, p), mode="replicate")[0])
         scales.append((nw / w, nh / h))
         pads.append(p)
-    out = []
+    out: list[tuple[np.ndarray, np.ndarray] | None] = []
     for det, (sx, sy), p in zip(detector.detect(smalls), scales, pads):
         k = largest_face(det)
         if k is None:

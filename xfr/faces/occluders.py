@@ -12,7 +12,7 @@ from torch import Tensor
 from ..engine import check_image
 
 
-def _polygon_alpha(hw: tuple[int, int], shapes: Sequence[tuple[str, list]], supersample: int = 4
+def _polygon_alpha(hw: tuple[int, ...], shapes: Sequence[tuple[str, list]], supersample: int = 4
                    ) -> Tensor:
     """Anti-aliased coverage [H, W] in [0, 1] of polygons / ellipses given in pixel coordinates
     (pixel centres at integers): ("polygon", [(x, y), ...]) or ("ellipse", [cx, cy, rx, ry])."""
@@ -57,7 +57,7 @@ def _face_frame(landmarks: np.ndarray):
     return eye_c, eye_dist, right, down, nose_d, mouth_d
 
 
-def surgical_mask_alpha(hw: tuple[int, int], landmarks: np.ndarray) -> Tensor:
+def surgical_mask_alpha(hw: tuple[int, ...], landmarks: np.ndarray) -> Tensor:
     """Coverage [H, W] of a surgical-mask-like polygon over nose and mouth, placed from the 5
     landmarks: from halfway between the eyes and the nose tip down to about the chin, as wide as
     the face (1.05 eye distances on each side of the face's centre line)."""
@@ -71,7 +71,7 @@ def surgical_mask_alpha(hw: tuple[int, int], landmarks: np.ndarray) -> Tensor:
     return _polygon_alpha(hw, [("polygon", poly)])
 
 
-def sunglasses_alpha(hw: tuple[int, int], landmarks: np.ndarray) -> Tensor:
+def sunglasses_alpha(hw: tuple[int, ...], landmarks: np.ndarray) -> Tensor:
     """Coverage [H, W] of sunglasses: an ellipse over each eye (0.45 x 0.3 eye distances) and a
     bridge between them."""
     c, e, r, d, _, _ = _face_frame(landmarks)

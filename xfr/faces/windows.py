@@ -29,7 +29,7 @@ def downscale(image: Tensor, max_side: int) -> tuple[Tensor, float]:
     return resize_to(image, (max(1, round(h * s)), max(1, round(w * s)))), s
 
 
-def square_window(box: Sequence[float], context: float, hw: tuple[int, int]) -> tuple[int, int, int, int]:
+def square_window(box: Sequence[float], context: float, hw: tuple[int, ...]) -> tuple[int, int, int, int]:
     """Integer (x1, y1, x2, y2) of a square of side ``context`` x the box's longer side, centred
     on the box and shifted to lie inside an image of size ``hw`` (clipped when the image is
     smaller than the square)."""
@@ -49,7 +49,7 @@ def square_window(box: Sequence[float], context: float, hw: tuple[int, int]) -> 
     return left, top, left + side, top + side
 
 
-def map_box(box: Sequence[float], rect: Sequence[int], size: int) -> Tensor:
+def map_box(box: Sequence[float] | Tensor, rect: Sequence[int], size: int) -> Tensor:
     """A box in photo pixels -> pixels of the window ``rect`` resized to ``size`` x ``size``."""
     x1, y1, x2, y2 = rect
     s = size / float(x2 - x1)

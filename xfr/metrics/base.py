@@ -89,7 +89,7 @@ def as_region(region, shape: tuple[int, int], name: str = "region") -> np.ndarra
     return r.astype(bool)
 
 
-def box_mask(box, shape: tuple[int, int]) -> np.ndarray:
+def box_mask(box, shape: tuple[int, ...]) -> np.ndarray:
     """Boolean [H,W] mask of the pixels whose centres lie in ``box = (x1, y1, x2, y2)``.
 
     Coordinates are in pixels with the image's top-left corner at (0, 0) (x = column, y = row),

@@ -38,7 +38,7 @@ def _reinit_module(module: torch.nn.Module) -> None:
     for m in module.modules():
         own = list(m.parameters(recurse=False))
         if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
+            m.reset_parameters()  # type: ignore[operator]  # hasattr-checked; stubs type Module.__getattr__ as Tensor | Module
         elif own:
             for p in own:  # fallback for custom layers: the nn.Linear/Conv default init
                 if p.dim() > 1:
@@ -46,7 +46,7 @@ def _reinit_module(module: torch.nn.Module) -> None:
                 else:
                     torch.nn.init.uniform_(p, -0.1, 0.1)
         if hasattr(m, "reset_running_stats"):
-            m.reset_running_stats()
+            m.reset_running_stats()  # type: ignore[operator]  # hasattr-checked; stubs type Module.__getattr__ as Tensor | Module
 
 
 def cascading_randomization(

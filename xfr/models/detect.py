@@ -151,7 +151,7 @@ class MTCNNDetector(nn.Module):
                 raise ValueError(f"expected images [N,3,H,W] or [3,H,W], got {tuple(images.shape)}")
         hwcs = [_as_hwc255(img) for img in images]
         results: list[Detections | None] = [None] * len(hwcs)
-        groups: dict[tuple[int, int], list[int]] = {}
+        groups: dict[tuple[int, ...], list[int]] = {}
         for i, h in enumerate(hwcs):
             groups.setdefault(tuple(h.shape[:2]), []).append(i)
         for same_size in groups.values():

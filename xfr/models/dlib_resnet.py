@@ -62,6 +62,7 @@ class ConvScale(nn.Module):
             raise TFJSWeightsError(f"{prefix}: filters {filters.shape} do not fit "
                                    f"{tuple(self.conv.weight.shape)}")
         sw = torch.from_numpy(scale_w.astype(np.float64))
+        assert self.conv.bias is not None  # built with bias=True
         with torch.no_grad():
             self.conv.weight.copy_(kernel * sw[:, None, None, None])
             self.conv.bias.copy_(torch.from_numpy(bias.astype(np.float64)) * sw
@@ -102,6 +103,7 @@ class DlibResNet(nn.Module):
     input_size = 150
     template = "dlib150"
     threshold = SAME_PERSON_THRESHOLD
+    mean: Tensor
 
     def __init__(self):
         super().__init__()

@@ -81,6 +81,8 @@ def _resize(x: Tensor, size: int) -> Tensor:
 class _HumanNet(nn.Module):
     """Shared preprocessing: RGB [0,1] -> resized to ``input_size`` -> the graph's input scale."""
 
+    caffe_mean: Tensor
+
     def __init__(self, graph: TFJSGraph, input_size: int, template: str | None, name: str,
                  preprocess: str):
         super().__init__()

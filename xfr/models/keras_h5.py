@@ -180,7 +180,8 @@ def read_keras_h5(path: str | Path) -> KerasModel:
                                                 {"batch_input_shape": shape}, ()))
                     layers[1] = KerasLayer(first.name, first.class_name, first.config, ("input",),
                                            first.weights)
-                inputs, outputs = (layers[0].name,), (layers[-1].name,)
+                inputs: tuple[str, ...] = (layers[0].name,)
+                outputs: tuple[str, ...] = (layers[-1].name,)
             else:
                 inputs = _layer_refs(body["input_layers"])
                 outputs = _layer_refs(body["output_layers"])
@@ -202,8 +203,8 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tupl
     return total // 2, total - total // 2
 
 
-def _pad_same(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-              dilation: tuple[int, int] = (1, 1)) -> tuple[int, int, int, int]:
+def _pad_same(x: Tensor, kernel: tuple[int, ...], stride: tuple[int, ...],
+              dilation: tuple[int, ...] = (1, 1)) -> tuple[int, int, int, int]:
     """F.pad order (left, right, top, bottom) of Keras ``same`` padding for ``x`` [N,C,H,W]."""
     top, bottom = same_padding(x.shape[-2], kernel[0], stride[0], dilation[0])
     left, right = same_padding(x.shape[-1], kernel[1], stride[1], dilation[1])
@@ -244,6 +245,10 @@ class KerasConv2d(nn.Module):
     Separable: a depthwise convolution (``groups = C_in``, ``depth_multiplier`` outputs per input
     channel) followed by a 1x1 pointwise convolution; padding and strides apply to the first.
     """
+
+    weight: nn.Parameter
+    pointwise: nn.Parameter | None
+    bias: nn.Parameter | None
 
     def __init__(self, kind: str, config: dict, weights: dict[str, np.ndarray], name: str = ""):
         super().__init__()
@@ -313,6 +318,11 @@ class KerasBatchNorm(nn.Module):
     Always uses the stored moving statistics (also in ``train()`` mode): the port is not meant
     for training, and this keeps explainers that toggle modes from changing the function.
     """
+
+    mean: Tensor
+    var: Tensor
+    gamma: Tensor
+    beta: Tensor
 
     def __init__(self, config: dict, weights: dict[str, np.ndarray], name: str = ""):
         super().__init__()

@@ -31,6 +31,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -125,6 +126,7 @@ def _activation(kind: str, x: Tensor, arg: Tensor | None = None, alpha: float = 
     if kind == "Relu6":
         return x.clamp(0.0, 6.0)
     if kind == "Prelu":  # alpha * x for x < 0 (tfjs-converter fuse_prelu.py stores alpha itself)
+        assert arg is not None, "Prelu needs its alpha operand"
         return torch.where(x >= 0, x, x * arg)
     if kind == "LeakyRelu":
         return F.leaky_relu(x, alpha)
@@ -138,9 +140,9 @@ def _activation(kind: str, x: Tensor, arg: Tensor | None = None, alpha: float = 
 
 
 _FUSED_ACTIVATIONS = {"Relu", "Relu6", "Prelu", "LeakyRelu", "Elu", "Sigmoid", "Tanh"}
-_ELEMENTWISE = {"Add": torch.add, "AddV2": torch.add, "BiasAdd": torch.add, "Sub": torch.sub,
-                "Mul": torch.mul, "RealDiv": torch.div, "Maximum": torch.maximum,
-                "Minimum": torch.minimum}
+_ELEMENTWISE: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "Add": torch.add, "AddV2": torch.add, "BiasAdd": torch.add, "Sub": torch.sub,
+    "Mul": torch.mul, "RealDiv": torch.div, "Maximum": torch.maximum, "Minimum": torch.minimum}
 _UNARY = {"Relu", "Relu6", "Sigmoid", "Tanh", "Elu", "Identity", "LeakyRelu"}
 _CONV = {"Conv2D", "_FusedConv2D", "DepthwiseConv2dNative", "DepthwiseConv2d",
          "FusedDepthwiseConv2dNative"}
@@ -181,13 +183,14 @@ class TFJSGraph(nn.Module):
         super().__init__()
         if isinstance(model_json, (str, Path)):
             path = Path(model_json)
-            model_json = json.loads(path.read_text())
+            model_json = cast(dict, json.loads(path.read_text()))
             if weights is None:
                 weights = read_tfjs_weights(model_json, path.parent)
         if weights is None:
             raise ValueError("weights are required when model_json is given as a dict")
         nodes = {n["name"]: n for n in model_json["modelTopology"]["node"]}
-        self.output_names = [_input_name(o) for o in (outputs or self._default_outputs(
+        # Output references are never control inputs, so _input_name gives a name for each.
+        self.output_names = [cast(str, _input_name(o)) for o in (outputs or self._default_outputs(
             model_json, nodes))]
         for name in self.output_names:
             if name not in nodes:
@@ -450,8 +453,8 @@ class TFJSGraph(nn.Module):
             alpha = _attr(node, "alpha", 0.2)
             return lambda env: _activation(op, env[x], alpha=alpha)
         if op == "Prelu":
-            x, alpha = self._operand(ins[0], out_nchw), self._operand(ins[1], out_nchw)
-            return lambda env: _activation("Prelu", x(env), alpha(env))
+            xf, alphaf = self._operand(ins[0], out_nchw), self._operand(ins[1], out_nchw)
+            return lambda env: _activation("Prelu", xf(env), alphaf(env))
         if op in ("MaxPool", "AvgPool"):
             return self._compile_pool(node, ins)
         if op == "Mean":

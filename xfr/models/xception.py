@@ -26,6 +26,7 @@ class-score convolution, as Arriaga's own Grad-CAM uses ``conv2d_7``) work on th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -48,9 +49,12 @@ class XceptionClassifier(nn.Module):
     preprocessed [N,C,H,W] in [-1, 1]), ``target_layer`` (last convolution, for Grad-CAM).
     """
 
+    luma: Tensor
+
     def __init__(self, model: KerasModel, classes: Sequence[str], name: str = ""):
         super().__init__()
-        h, w, channels = model.input_shape
+        # The supported models declare a fixed input size (no None dimensions).
+        h, w, channels = cast("tuple[int, int, int]", model.input_shape)
         self.name = name
         self.input_size = (int(h), int(w))
         self.in_channels = int(channels)
@@ -73,7 +77,7 @@ class XceptionClassifier(nn.Module):
     @property
     def target_layer(self) -> KerasConv2d:
         """The last convolution (class-score maps before global pooling), Grad-CAM's layer."""
-        return self.net.layers[self.target_layer_name]
+        return cast(KerasConv2d, self.net.layers[self.target_layer_name])
 
     def preprocess(self, faces: Tensor) -> Tensor:
         """RGB [N,3,H,W] (or gray [N,1,H,W]) in [0,1] -> network input [N,C,h,w] in [-1, 1]."""
