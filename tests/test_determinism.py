@@ -15,11 +15,10 @@ import torch
 import yaml
 
 from xfr.assets import REPO_ROOT
-from xfr.pipeline import THREAD_VARS, THREADS_ENV, fix_threads
+from xfr.pipeline import THREAD_VARS, THREADS_ENV, fix_threads, stage_params
 
-PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-SMOKE = yaml.safe_load((REPO_ROOT / "params_smoke.yaml").read_text())  # overrides only
-SMOKE_PARAMS = {s: PARAMS[s] | (SMOKE.get(s) or {}) for s in PARAMS}
+SMOKE_PARAMS = {s: stage_params(s, overrides=[REPO_ROOT / "params_smoke.yaml"])
+                for s in yaml.safe_load((REPO_ROOT / "params.yaml").read_text())}
 TIMING = re.compile(r"(^|_)(seconds|time)(_|$)|_s$")
 
 

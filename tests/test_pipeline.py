@@ -113,7 +113,8 @@ def smoke_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def smoke_params(tmp_path_factory):
     path = tmp_path_factory.mktemp("params") / "params.yaml"
-    path.write_text(yaml.safe_dump({s: PARAMS[s] | (SMOKE.get(s) or {}) for s in PARAMS}))
+    smoke_file = REPO_ROOT / "params_smoke.yaml"
+    path.write_text(yaml.safe_dump({s: stage_params(s, overrides=[smoke_file]) for s in PARAMS}))
     return path
 
 

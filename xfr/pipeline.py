@@ -15,10 +15,11 @@ the metrics depend on the count, which torch otherwise picks per process from th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
@@ -46,8 +47,6 @@ def fix_threads(threads: int | None = None) -> int:
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     return threads
-
-
 
 
 def stage_params(stage: str, params_file: Path = PARAMS_FILE, overrides: Sequence[Path] = (),
@@ -186,7 +185,7 @@ def code_deps(stage: str) -> list[str]:
         parts = mod.split(".")
         path = _module_file(mod)
         assert path is not None  # _closure keeps only modules that have a file
-        is_package = path is not None and path.name == "__init__.py"
+        is_package = path.name == "__init__.py"
         if len(parts) == 1:
             deps.add("xfr/__init__.py")
         elif parts[1] == "experiments" and len(parts) == 3 or (len(parts) == 2 and not is_package):
@@ -196,6 +195,21 @@ def code_deps(stage: str) -> list[str]:
         if mod == "xfr.assets":
             deps.add("xfr/resources")
     return sorted(deps)
+
+
+def module_stage_main(stage: str, run: Callable[[dict, Path], dict], description: str,
+                      argv: list[str] | None = None) -> int:
+    """The command line of a ``python -m MODULE`` stage: ``run(section STAGE of --params,
+    --out-root)``, its result printed as JSON, then the wall time."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--params", type=Path, default=PARAMS_FILE)
+    ap.add_argument("--out-root", type=Path, default=REPO_ROOT / "results")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    res = run(stage_params(stage, args.params), args.out_root)
+    print(json.dumps(res, indent=1, default=str))
+    print(f"{stage}: {time.perf_counter() - t0:.1f} s")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

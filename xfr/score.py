@@ -260,9 +260,7 @@ def p_female_fn(model, female: int, context: float = 0.0) -> ScoreFn:
     context = float(context)
     if not 0.0 <= context <= 2.0:
         raise ValueError(f"context must be in [0, 2] (fraction of the image size), got {context}")
-    from .models.xception import ContextPadded
-
-    return attribute_score(ContextPadded(model, context) if context > 0 else model, female)
+    return attribute_score(classifier_net(model, context), female)
 
 
 def model_key(name: str) -> str:

@@ -295,9 +295,9 @@ def run_train(params: Mapping, out_root: str | Path) -> dict:
         model_yaml = str(params.get("model", "yolov5n.yaml"))
         imgsz, batch = int(params.get("imgsz", 320)), int(params.get("batch", 16))
         kw: dict[str, Any] = dict(epochs=int(params.get("epochs", 10)), imgsz=imgsz, batch=batch,
-                  seed=int(params.get("seed", 0)), workers=int(params.get("workers", 0)),
-                  deterministic=bool(params.get("deterministic", True)),
-                  patience=int(params.get("patience", 100)))
+                                  seed=int(params.get("seed", 0)), workers=int(params.get("workers", 0)),
+                                  deterministic=bool(params.get("deterministic", True)),
+                                  patience=int(params.get("patience", 100)))
         kw["threads"] = params.get("threads")
         for k in ("optimizer", "lr0", "cos_lr", "close_mosaic", "mosaic", "cache", "warmup_epochs"):
             if params.get(k) is not None:

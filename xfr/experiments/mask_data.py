@@ -6,11 +6,8 @@ yaml's own folder), and ``<out-root>/mask_data/metrics.json`` (images and boxes 
 class)."""
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import sys
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -195,18 +192,10 @@ def run_prepare(params: Mapping, out_root: str | Path, source: str | Path = MASK
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..assets import REPO_ROOT
-    from ..pipeline import stage_params
+    from ..pipeline import module_stage_main
 
-    ap = argparse.ArgumentParser(description="Face-mask data set in the YOLO format (MinPlus §3.4; stage mask_data)")
-    ap.add_argument("--params", type=Path, default=REPO_ROOT / "params.yaml")
-    ap.add_argument("--out-root", type=Path, default=REPO_ROOT / "results")
-    args = ap.parse_args(argv)
-    t0 = time.perf_counter()
-    res = run_prepare(stage_params("mask_data", args.params), args.out_root)
-    print(json.dumps(res, indent=1, default=str))
-    print(f"mask_data: {time.perf_counter() - t0:.1f} s")
-    return 0
+    return module_stage_main("mask_data", run_prepare,
+                             "Face-mask data set in the YOLO format (MinPlus §3.4; stage mask_data)", argv)
 
 
 if __name__ == "__main__":

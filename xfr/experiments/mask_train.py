@@ -5,29 +5,15 @@ weights depend on it), saved without pickle to ``<out-root>/mask_train/weights``
 the val and test splits -> ``metrics.json``, ``training.csv`` (per epoch), ``figures/``."""
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
-from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..assets import REPO_ROOT
-    from ..pipeline import fix_threads, stage_params
-    from ..yolo import run_train
+    from ..pipeline import module_stage_main
+    from ..yolo import run_train  # fixes the thread count (train_detector) before any model runs
 
-    ap = argparse.ArgumentParser(description="Train the face-mask detector (MinPlus §3.4; stage mask_train)")
-    ap.add_argument("--params", type=Path, default=REPO_ROOT / "params.yaml")
-    ap.add_argument("--out-root", type=Path, default=REPO_ROOT / "results")
-    args = ap.parse_args(argv)
-    t0 = time.perf_counter()
-    params = stage_params("mask_train", args.params)
-    fix_threads(params.get("threads"))  # before any model runs
-    res = run_train(params, args.out_root)
-    print(json.dumps(res, indent=1, default=str))
-    print(f"mask_train: {time.perf_counter() - t0:.1f} s")
-    return 0
+    return module_stage_main("mask_train", run_train,
+                             "Train the face-mask detector (MinPlus §3.4; stage mask_train)", argv)
 
 
 if __name__ == "__main__":
