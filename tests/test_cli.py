@@ -60,7 +60,7 @@ def test_cli_expression_and_detection(tmp_path, capsys):
     face = df[df.label == "happy"].path.iloc[0]
     out = tmp_path / "expr.png"
     rc = main(["explain", "--task", "expression", "--class", "happy", "--no-align", "--method",
-               "rise", "-p", "n_masks=8", str(face), "-o", str(out)])
+               "rise", "-p", "n_masks=8", "--backend", "torch", str(face), "-o", str(out)])
     assert rc == 0 and out.is_file()
     assert "P(happy | X)" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown class"):
@@ -68,9 +68,15 @@ def test_cli_expression_and_detection(tmp_path, capsys):
               "-o", str(out)])
     photo = DATA_DIR / "lfw_rgb_samples" / "Anthony_Hopkins_0001.jpg"
     out = tmp_path / "det.png"
-    rc = main(["explain", "--task", "detection", "--method", "occlusion", "-p", "patch=125",
-               "-p", "stride=125", str(photo), "-o", str(out)])
+    rc = main(["explain", "--task", "detection", "--method", "occlusion", "-p", "patch=48",
+               "-p", "stride=48", str(photo), "-o", str(out)])
     assert rc == 0
-    with Image.open(out) as im, Image.open(photo) as src:
+    with Image.open(out) as im:  # the 96 px window around the face, enlarged 4x
+        assert im.size == (384, 384)
+    printed = capsys.readouterr().out
+    assert "MTCNN score of box" in printed and "resized to 96 px" in printed
+    rc = main(["explain", "--task", "detection", "--method", "occlusion", "-p", "patch=125",
+               "-p", "stride=125", "--context", "0", str(photo), "-o", str(out)])
+    assert rc == 0
+    with Image.open(out) as im, Image.open(photo) as src:  # --context 0: the whole photo
         assert im.size == src.size
-    assert "MTCNN score of box" in capsys.readouterr().out

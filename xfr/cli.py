@@ -10,7 +10,8 @@ Examples::
 Verification aligns both faces with MTCNN onto the recognition model's template; expression and
 gender align the face onto the 112x112 ArcFace template (``--no-align`` uses the image as it is,
 e.g. for FER-2013 crops); detection explains the MTCNN score of the given box (default: the most
-probable face) on the whole image.
+probable face) in a window of 2.5x the box around it, resized to 96 px, as the detection stage
+does (``--context 0``: on the whole photo).
 """
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ def explain_command(args) -> int:
     from . import explain as ex
     from . import viz
     from .models import load
+    from .models.backends import accelerated
     from .score import attribute_score, detection_score, verification_score
 
     for path in args.images:
@@ -113,10 +115,10 @@ def explain_command(args) -> int:
         if probe.shape != ref.shape:
             raise SystemExit(f"error: probe {tuple(probe.shape)} and reference {tuple(ref.shape)} "
                              f"differ in size; align them (drop --no-align)")
-        f = verification_score(model, ref)
+        f = verification_score(model, ref, backend=args.backend)
         image = probe
         if args.method == "xmaps":
-            res = ex.xmaps(model, probe, ref, **params, **common)
+            res = ex.xmaps(accelerated(model, args.backend), probe, ref, **params, **common)
             print(f"cosine distance d(probe, reference) = {res.distance:.4f}")
             print(f"score f(X) = <f_e(X), f_e(Y)> = {1.0 - res.distance:.4f}")
             out = viz.save_png(viz.blend_hls(probe, res.map1), args.output)
@@ -131,7 +133,7 @@ def explain_command(args) -> int:
         model = load(model_name)
         k = _class_index(model.classes, args.cls)
         image = _load_face(Path(images[0]), None if args.no_align else "arcface112", mtcnn)
-        f = attribute_score(model, k)
+        f = attribute_score(model, k, backend=args.backend)
         what = f"P({model.classes[k]} | X)"  # type: ignore[index]  # plain attribute; stubs type Module.__getattr__ as Tensor | Module
     else:  # detection
         if len(images) != 1:
@@ -148,7 +150,18 @@ def explain_command(args) -> int:
             if pick is None:
                 raise SystemExit(f"error: MTCNN found no face in {images[0]}; give --box")
             box = det.boxes[pick].tolist()
-        f = detection_score(mtcnn, box, iou_threshold=args.iou)
+        if args.context > 0:  # explain the detection in its window (xfr.faces.windows.window_for_box)
+            from .faces.windows import window_for_box
+
+            fw = window_for_box(mtcnn, image, box, args.context, args.window_size, args.iou)
+            if fw is None:
+                raise SystemExit(f"error: MTCNN does not find the face {[round(v, 1) for v in box]} again "
+                                 f"in its {args.context}x window; give a larger --context or "
+                                 f"--context 0 (the whole photo)")
+            print(f"window {list(fw.rect)} of the photo (x1 y1 x2 y2), resized to "
+                  f"{args.window_size} px; the face is {[round(v, 1) for v in fw.box.tolist()]} in it")
+            image, box = fw.window, fw.box.tolist()
+        f = detection_score(mtcnn, box, iou_threshold=args.iou, backend=args.backend)
         what = f"MTCNN score of box {[round(v, 1) for v in box]}"
         overlay_on = image
 
@@ -159,8 +172,11 @@ def explain_command(args) -> int:
     score = float(f(image[None])[0])
     print(f"score f(X) = {what} = {score:.4f}")
     smap = method(f, image, **params, **common)
-    out = viz.save_png(viz.overlay(overlay_on if overlay_on is not None else image, smap),
-                       args.output)
+    rgb = viz.overlay(overlay_on if overlay_on is not None else image, smap)
+    if args.task == "detection":  # the explained box on the map, small windows enlarged
+        scale = max(1, 384 // max(rgb.shape[:2]))
+        rgb = viz.draw_box(viz.upscale(rgb, scale), box, scale=scale)
+    out = viz.save_png(rgb, args.output)
     if args.save_map:
         torch.save(smap, args.save_map)
     print(f"wrote {out}")
@@ -181,12 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--box", type=float, nargs=4, metavar=("X1", "Y1", "X2", "Y2"),
                    help="detection: the box to explain (default: the most probable face)")
     e.add_argument("--iou", type=float, default=0.5, help="detection: IoU to match the box")
+    e.add_argument("--context", type=float, default=2.5,
+                   help="detection: explain in a square window of CONTEXT x the box's longer side "
+                        "around it (0: on the whole photo, every perturbed image a full photo)")
+    e.add_argument("--window-size", type=int, default=96,
+                   help="detection: side of the window in pixels (the detection stage's 96)")
     e.add_argument("-o", "--output", required=True, help="PNG of the map overlaid on the face")
     e.add_argument("--save-map", help="also save the raw map (torch.save) here")
     e.add_argument("--no-align", action="store_true", help="do not detect and align the face")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--progress", action="store_true")
+    e.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
+                   help="execution path of the model's forward passes (default: the measured fastest "
+                        "per model, xfr.models.backends)")
     e.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
                    help="explainer parameter, e.g. -p n_masks=1000 -p t_max=5 (repeatable)")
     e.set_defaults(func=explain_command)

@@ -73,6 +73,37 @@ class Counting:
         self.n_forward, self.n_calls, self.seconds = 0, 0, 0.0
         self.outputs = []
 
+    def running(self, g: Callable[[Tensor], Tensor]) -> CountingView:
+        """A callable that runs ``g`` in place of f (e.g. f's model on a faster execution path,
+        :func:`xfr.models.backends.accelerated`) and adds its passes, calls and seconds to these
+        counts."""
+        return CountingView(self, g)
+
+
+class CountingView:
+    """``g`` counted by another :class:`Counting` (see :meth:`Counting.running`); other
+    attributes (a model's ``template``, ``input_size``) are read from ``g``."""
+
+    def __init__(self, counts: Counting, g: Callable[[Tensor], Tensor]):
+        self.counts, self.g = counts, g
+
+    def __call__(self, images: Tensor) -> Tensor:
+        c = self.counts
+        t0 = time.perf_counter()
+        out = self.g(images)
+        c.seconds += time.perf_counter() - t0
+        c.n_calls += 1
+        c.n_forward += int(images.shape[0])
+        out = c.check(out, images.shape[0])
+        if c.keep:
+            c.outputs.append(out)
+        return out
+
+    def __getattr__(self, name: str):
+        if name in ("counts", "g"):
+            raise AttributeError(name)
+        return getattr(self.g, name)
+
 
 class CountingScore(Counting):
     """Wraps a score function, checks its output and counts forward passes and time inside f."""

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .engine import ScoreFn
 from .faces.mesh import batched_warp
+from .models.backends import accelerated
 from .models.xception import ContextPadded
 
 
@@ -49,9 +50,12 @@ def _as_batch(images: Tensor) -> Tensor:
     return images
 
 
-def unit_embeddings(embedder) -> Callable[[Tensor], Tensor]:
-    """images [N,C,H,W] -> L2-normalized embeddings [N,D] (float32, CPU) of ``embedder``."""
+def unit_embeddings(embedder, backend: str = "auto") -> Callable[[Tensor], Tensor]:
+    """images [N,C,H,W] -> L2-normalized embeddings [N,D] (float32, CPU) of ``embedder``, run on
+    the execution path ``backend`` (:func:`xfr.models.backends.accelerated`; 'auto': the
+    measured default of a zoo model, 'torch': the PyTorch module)."""
     device = model_device(embedder)
+    embedder = accelerated(embedder, backend)
 
     def embed(images: Tensor) -> Tensor:
         images = _as_batch(images)
@@ -74,9 +78,10 @@ def _tagged(f: ScoreFn, **attrs: object) -> ScoreFn:
     return f
 
 
-def verification_score(embedder, reference_image: Tensor) -> ScoreFn:
-    """Eq. 2: f(X) = <f_e(X), f_e(Y)> with unit embeddings; Y = ``reference_image`` [C,H,W]."""
-    embed = unit_embeddings(embedder)
+def verification_score(embedder, reference_image: Tensor, backend: str = "auto") -> ScoreFn:
+    """Eq. 2: f(X) = <f_e(X), f_e(Y)> with unit embeddings; Y = ``reference_image`` [C,H,W].
+    ``backend``: see :func:`unit_embeddings`."""
+    embed = unit_embeddings(embedder, backend)
     ref = _as_batch(reference_image)
     if ref.shape[0] != 1:
         raise ValueError(f"reference_image must be one image [C,H,W], got {tuple(ref.shape)}")
@@ -88,13 +93,15 @@ def verification_score(embedder, reference_image: Tensor) -> ScoreFn:
     return _tagged(f, reference_embedding=y)
 
 
-def attribute_score(classifier, k: int) -> ScoreFn:
+def attribute_score(classifier, k: int, backend: str = "auto") -> ScoreFn:
     """Eq. 3: f(X) = f_a(X, k), the softmax probability of class ``k`` of a classifier returning
-    logits [N,K] (a single logit [N,1] is read as a sigmoid: class 1 = p, class 0 = 1 - p)."""
+    logits [N,K] (a single logit [N,1] is read as a sigmoid: class 1 = p, class 0 = 1 - p), run
+    on the execution path ``backend`` (see :func:`unit_embeddings`)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"class index k must be a non-negative int, got {k!r}")
     k = int(k)
     device = model_device(classifier)
+    classifier = _accelerated_classifier(classifier, backend)
 
     def f(images: Tensor) -> Tensor:
         images = _as_batch(images)
@@ -112,6 +119,15 @@ def attribute_score(classifier, k: int) -> ScoreFn:
         return torch.softmax(logits, dim=1)[:, k].cpu()
 
     return f
+
+
+def _accelerated_classifier(classifier, backend: str):
+    """``classifier`` on ``backend``; a :class:`ContextPadded` wrapper keeps its padding in
+    PyTorch around the accelerated model."""
+    if isinstance(classifier, ContextPadded):
+        inner = accelerated(classifier.model, backend)
+        return classifier if inner is classifier.model else ContextPadded(inner, classifier.margin)
+    return accelerated(classifier, backend)
 
 
 # ----------------------------------------------------------------------------- detection
@@ -137,8 +153,13 @@ def mtcnn_detections(detector) -> Callable[[Tensor], list[DetectionList]]:
     """Adapter for ``detector.detect(images) -> [Detections(.boxes, .probs, .landmarks)]``
     (:class:`xfr.models.detect.MTCNNDetector`); faces have no class."""
 
-    def run(images: Tensor) -> list[DetectionList]:
-        return [(d.boxes, d.probs, None) for d in detector.detect(images)]
+    import inspect
+
+    batched = "batch_size" in inspect.signature(detector.detect).parameters
+
+    def run(images: Tensor) -> list[DetectionList]:  # all perturbed images in one MTCNN batch
+        dets = detector.detect(images, batch_size=max(1, len(images))) if batched else detector.detect(images)
+        return [(d.boxes, d.probs, None) for d in dets]
 
     return run
 
@@ -173,9 +194,9 @@ def yolo_detections(model, conf: float = 0.001, **predict_kwargs) -> Callable[[T
     return run
 
 
-def _detections_fn(detector) -> Callable[[Tensor], list[DetectionList]]:
+def _detections_fn(detector, backend: str = "auto") -> Callable[[Tensor], list[DetectionList]]:
     if hasattr(detector, "detect"):
-        return mtcnn_detections(detector)
+        return mtcnn_detections(accelerated(detector, backend))
     if hasattr(detector, "predict") and callable(detector):
         return yolo_detections(detector)
     if callable(detector):
@@ -185,13 +206,14 @@ def _detections_fn(detector) -> Callable[[Tensor], list[DetectionList]]:
 
 
 def detection_score(detector, box: Sequence[float] | Tensor, cls: int | None = None,
-                    iou_threshold: float = 0.5) -> ScoreFn:
+                    iou_threshold: float = 0.5, backend: str = "auto") -> ScoreFn:
     """Eq. 4: f(X) = L(k^, 'SC'), the score of the detection in f_d(X) that matches class
     ``cls`` (any class when None) and location ``box`` (x1, y1, x2, y2 pixels; IoU >=
     ``iou_threshold``); the highest such score when several match; 0 when none does.
 
     ``detector``: an object with ``.detect(images)`` (MTCNN), an ``ultralytics.YOLO`` model, or a
-    function images -> list of (boxes [K,4], scores [K], classes [K] or None).
+    function images -> list of (boxes [K,4], scores [K], classes [K] or None). ``backend``:
+    the execution path of MTCNN's nets (see :func:`unit_embeddings`).
     """
     box_t = torch.as_tensor(box, dtype=torch.float32).reshape(-1)
     if box_t.numel() != 4 or not bool(torch.isfinite(box_t).all()) or \
@@ -199,7 +221,7 @@ def detection_score(detector, box: Sequence[float] | Tensor, cls: int | None = N
         raise ValueError(f"box must be (x1, y1, x2, y2) with x2 > x1 and y2 > y1, got {box!r}")
     if not 0.0 < float(iou_threshold) <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
-    detect = _detections_fn(detector)
+    detect = _detections_fn(detector, backend)
 
     def f(images: Tensor) -> Tensor:
         images = _as_batch(images)
@@ -255,12 +277,12 @@ class GenderModel:
         return p_female_fn(self.model, self.female, context)
 
 
-def p_female_fn(model, female: int, context: float = 0.0) -> ScoreFn:
+def p_female_fn(model, female: int, context: float = 0.0, backend: str = "auto") -> ScoreFn:
     """P(female) of ``model`` (logits [N,K]) on images padded by ``context`` (see :mod:`xfr.experiments.bias`)."""
     context = float(context)
     if not 0.0 <= context <= 2.0:
         raise ValueError(f"context must be in [0, 2] (fraction of the image size), got {context}")
-    return attribute_score(classifier_net(model, context), female)
+    return attribute_score(classifier_net(model, context), female, backend)
 
 
 def model_key(name: str) -> str:
@@ -296,11 +318,11 @@ def classifier_net(model: nn.Module, context: float = 0.0) -> nn.Module:
     return ContextPadded(model, context) if context and context > 0 else model
 
 
-def class_score(model: nn.Module, k: int, context: float = 0.0) -> ScoreFn:
+def class_score(model: nn.Module, k: int, context: float = 0.0, backend: str = "auto") -> ScoreFn:
     """phi(I, c) of eq. 1: the softmax probability of class ``k`` (the ground truth), the face
     padded by ``context`` first when > 0."""
     net = classifier_net(model, context)
-    f = attribute_score(net, k)
+    f = attribute_score(net, k, backend)
     return _tagged(f, classifier=net, k=int(k))
 
 
@@ -324,10 +346,10 @@ def _sign(same) -> float:
     return 1.0 if bool(same) else -1.0
 
 
-def pair_confidence(embedder, tau: float, same: bool) -> ScoreFn:
+def pair_confidence(embedder, tau: float, same: bool, backend: str = "auto") -> ScoreFn:
     """Eq. 8 on a side-by-side pair canvas [N,3,S,2S]: c (cos(e(left), e(right)) - tau), c = +1
     for a genuine pair, -1 for an impostor pair (positive = verified correctly)."""
-    embed = unit_embeddings(embedder)
+    embed = unit_embeddings(embedder, backend)
     c = _sign(same)
 
     def f(canvas: Tensor) -> Tensor:
@@ -343,9 +365,9 @@ def pair_confidence(embedder, tau: float, same: bool) -> ScoreFn:
     return _tagged(f, verification=True)
 
 
-def mate_confidence(embedder, mate: Tensor, tau: float, same: bool) -> ScoreFn:
+def mate_confidence(embedder, mate: Tensor, tau: float, same: bool, backend: str = "auto") -> ScoreFn:
     """Eq. 8 with one image perturbed: f(X) = c (cos(e(X), e(mate)) - tau), ``mate`` fixed."""
-    embed = unit_embeddings(embedder)
+    embed = unit_embeddings(embedder, backend)
     ref = embed(mate[None])[0]
     c = _sign(same)
 
@@ -381,7 +403,7 @@ def decided_correctly(f: ScoreFn, image: Tensor) -> bool:
         return int(clf(image[None]).float().argmax(1)[0]) == int(k)
 
 
-def embed_chips(embedder, chips: Tensor, batch_size: int = 64) -> Tensor:
+def embed_chips(embedder, chips: Tensor, batch_size: int = 64, backend: str = "auto") -> Tensor:
     """Unit embeddings [N, D] of chips [N,3,H,W]."""
-    embed = unit_embeddings(embedder)
+    embed = unit_embeddings(embedder, backend)
     return torch.cat([embed(chips[i:i + batch_size]) for i in range(0, len(chips), batch_size)])

@@ -99,3 +99,13 @@ def test_mtcnn_window_of_the_astronaut_is_detected_and_scored():
     assert float(f(fw.window[None])[0]) == pytest.approx(fw.prob, abs=1e-4)
     assert float(f(torch.zeros(1, 3, 96, 96))[0]) == 0.0
     assert 0.05 < fw.box_fraction < 0.3
+
+
+def test_window_for_box_of_a_given_box():
+    photo = torch.zeros(3, 200, 300)
+    photo[:, 80:120, 140:180] = 1.0
+    fw = W.window_for_box(SquareFinder(), photo, [140, 80, 180, 120], context=2.5, window_size=50)
+    assert fw is not None and fw.rect == (110, 50, 210, 150)
+    assert torch.allclose(fw.box, torch.tensor([15.0, 15.0, 35.0, 35.0]), atol=1.5)
+    # a box where the detector finds nothing matching: None
+    assert W.window_for_box(SquareFinder(), photo, [10, 10, 40, 40], context=1.5, window_size=50) is None

@@ -116,7 +116,8 @@ def removal_maps(f: ScoreFn, image: Tensor, width: int | None = None, step: int 
     hw, width, step, theta, t_max = _check(img, width, step, theta, t_max)
     cf = as_counting(f)
     centers = grid_centers(hw, step)
-    masks = GaussianMasks(hw, centers, width, invert=True)  # keep 1 - G: X o (1 - G), eq. 5
+    # keep 1 - G: X o (1 - G), eq. 5; built once for every iteration
+    masks = GaussianMasks(hw, centers, width, invert=True).all()
     h0 = torch.zeros(hw, dtype=torch.float64)
     h1 = torch.zeros(hw, dtype=torch.float64)
     x_t = img
@@ -153,7 +154,7 @@ def aggregation_maps(f: ScoreFn, image: Tensor, width: int | None = None, step: 
     hw, width, step, theta, t_max = _check(img, width, step, theta, t_max)
     cf = as_counting(f)
     centers = grid_centers(hw, step)
-    masks = GaussianMasks(hw, centers, width, invert=False)  # G
+    masks = GaussianMasks(hw, centers, width, invert=False).all()  # G, built once for every iteration
     h0 = torch.zeros(hw, dtype=torch.float64)
     h1 = torch.zeros(hw, dtype=torch.float64)
     x_t = torch.zeros_like(img)  # X_0 = Z, a black image

@@ -94,17 +94,36 @@ def face_windows(photo: str, image: Tensor, detector, faces_per_photo: int = 2,
         boxes, probs = boxes[order], probs[order]
     out = []
     for k in range(min(int(faces_per_photo), len(boxes))):
-        rect = square_window(boxes[k].tolist(), context, tuple(image.shape[1:]))
-        x1, y1, x2, y2 = rect
-        window = resize_to(image[:, y1:y2, x1:x2], (window_size, window_size))
-        expected = map_box(boxes[k], rect, window_size)
-        wdet = detector.detect(window)[0]
-        if len(wdet) == 0:
-            continue
-        ious = box_iou(wdet.boxes, expected)
-        j = int(torch.argmax(ious))
-        if float(ious[j]) < min_iou:
-            continue
-        out.append(FaceWindow(f"{photo}#{k}", photo, window, wdet.boxes[j].clone(),
-                              float(wdet.probs[j]), rect, boxes[k].clone(), float(ious[j])))
+        fw = window_for_box(detector, image, boxes[k], context, window_size, min_iou,
+                            name=f"{photo}#{k}", photo=photo)
+        if fw is not None:
+            out.append(fw)
     return out, boxes
+
+
+def window_for_box(detector, image: Tensor, box: Sequence[float] | Tensor, context: float = 2.5,
+                   window_size: int = 96, min_iou: float = 0.5, name: str = "", photo: str = "") -> FaceWindow | None:
+    """The detection ``box`` (photo pixels) of ``image`` as a :class:`FaceWindow`: the square of
+    ``context`` x the box's longer side around it, cut from the full-resolution photo and resized
+    to ``window_size``, and the detector's box in it (the window detection overlapping the mapped
+    box with IoU >= ``min_iou``); None when the detector finds no such face in the window.
+
+    This is where a detection is explained (detection stage, ``xfr explain --task detection``):
+    every perturbed image is a window, not the whole photo. The MinPlus paper explains MTCNN and
+    YOLOv5s detections on images that show the face with some surroundings (its Figs. 5-6) but does
+    not say how they were cut; 2.5x the box at 96 px keeps the face and its context while the
+    detector runs on a few thousand pixels instead of the whole photo."""
+    box_t = torch.as_tensor(box, dtype=torch.float32).reshape(4)
+    rect = square_window(box_t.tolist(), context, tuple(image.shape[1:]))
+    x1, y1, x2, y2 = rect
+    window = resize_to(image[:, y1:y2, x1:x2], (window_size, window_size))
+    expected = map_box(box_t, rect, window_size)
+    wdet = detector.detect(window)[0]
+    if len(wdet) == 0:
+        return None
+    ious = box_iou(wdet.boxes, expected)
+    j = int(torch.argmax(ious))
+    if float(ious[j]) < min_iou:
+        return None
+    return FaceWindow(name, photo, window, wdet.boxes[j].clone(), float(wdet.probs[j]), rect,
+                      box_t.clone(), float(ious[j]))

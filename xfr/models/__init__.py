@@ -48,4 +48,5 @@ def load(name: str, device: str | torch.device = "cpu") -> torch.nn.Module:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(available())}")
     module, func = REGISTRY[name].split(":")
     model = getattr(import_module(module), func)()
+    model.registry_name = name  # what backends.resolve_backend reads for backend="auto"
     return model.eval().to(device)

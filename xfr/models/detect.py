@@ -165,6 +165,21 @@ class MTCNNDetector(nn.Module):
     def forward(self, images: Tensor | Sequence[Tensor]) -> list[Detections]:
         return self.detect(images)
 
+    def accelerated_copy(self, backend: str) -> nn.Module:
+        """A copy whose P-, R- and O-Net run on ``backend`` (:mod:`xfr.models.backends`; P-Net
+        with free image size, one export for every pyramid level); the pyramid, NMS and box
+        regression stay in facenet-pytorch."""
+        from .backends import ExportedNet, shallow_copy
+
+        fast = shallow_copy(self)
+        m = shallow_copy(self.mtcnn)
+        m.pnet = ExportedNet(self.mtcnn.pnet, backend, dynamic=(0, 2, 3), name="mtcnn-pnet")
+        m.rnet = ExportedNet(self.mtcnn.rnet, backend, name="mtcnn-rnet")
+        m.onet = ExportedNet(self.mtcnn.onet, backend, name="mtcnn-onet")
+        fast.mtcnn = m
+        fast.__dict__["backend"] = backend
+        return fast
+
 
 def load_mtcnn() -> MTCNNDetector:
     """The MTCNN detector (facenet-pytorch 2.5.3 weights, CPU, all faces kept), in eval mode."""

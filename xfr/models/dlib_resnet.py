@@ -147,7 +147,12 @@ class DlibResNet(nn.Module):
         return (chips - self.mean) * (255.0 / 256.0)
 
     def forward(self, chips: Tensor) -> Tensor:
-        x = F.relu(self.conv32_down(self.preprocess(chips)))
+        return self.body(self.preprocess(chips))
+
+    def body(self, x: Tensor) -> Tensor:
+        """The network on preprocessed 150x150 chips -> embeddings [N,128] (the part another
+        execution path may run, :mod:`xfr.models.backends`)."""
+        x = F.relu(self.conv32_down(x))
         x = F.max_pool2d(x, 3, 2)
         for block in self.blocks.values():
             x = block(x)

@@ -110,6 +110,11 @@ class _HumanNet(nn.Module):
             x = (x - self.caffe_mean).flip(1)  # BGR order, mean-subtracted
         return x
 
+    def body(self, x: Tensor):
+        """The graph on its preprocessed input (the part another execution path may run,
+        :mod:`xfr.models.backends`)."""
+        return self.graph(x)
+
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, input_size={self.input_size}, template={self.template!r}, "
                 f"preprocess={self.preprocess_mode!r}")
@@ -121,7 +126,7 @@ class HumanEmbedder(_HumanNet):
     landmarks5, model.template)``; other sizes are resized to ``input_size``."""
 
     def forward(self, chips: Tensor) -> Tensor:
-        return self.graph(self.preprocess(chips))
+        return self.body(self.preprocess(chips))
 
 
 class FaceResGender(_HumanNet):
@@ -135,7 +140,7 @@ class FaceResGender(_HumanNet):
     classes = FACERES_GENDER_CLASSES
 
     def forward(self, faces: Tensor) -> Tensor:
-        z = self.graph(self.preprocess(faces))  # [N,1] pre-sigmoid
+        z = self.body(self.preprocess(faces))  # [N,1] pre-sigmoid
         return torch.cat([-z / 2, z / 2], dim=1)
 
     @torch.no_grad()
@@ -157,7 +162,7 @@ class FaceMesh(_HumanNet):
 
     def predict(self, crops: Tensor) -> tuple[Tensor, Tensor]:
         h, w = crops.shape[-2:]
-        mesh, faceflag = self.graph(self.preprocess(crops))
+        mesh, faceflag = self.body(self.preprocess(crops))
         scale = torch.tensor([w / FACEMESH_SIZE, h / FACEMESH_SIZE, w / FACEMESH_SIZE],
                              dtype=mesh.dtype, device=mesh.device)
         return mesh.reshape(-1, 468, 3) * scale, faceflag.reshape(-1)

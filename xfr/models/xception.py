@@ -97,7 +97,12 @@ class XceptionClassifier(nn.Module):
         return (x - 0.5) * 2.0
 
     def forward(self, faces: Tensor) -> Tensor:
-        return self.net(self.preprocess(faces))
+        return self.body(self.preprocess(faces))
+
+    def body(self, x: Tensor) -> Tensor:
+        """The network on preprocessed faces -> logits (the part another execution path may
+        run, :mod:`xfr.models.backends`)."""
+        return self.net(x)
 
     @torch.no_grad()
     def predict_proba(self, faces: Tensor) -> Tensor:
