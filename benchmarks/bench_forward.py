@@ -14,7 +14,9 @@ max |difference| (classifiers: softmax; MTCNN: the detection score f of eq. 4), 
 |difference| in pixels. ``backend="auto"`` adopts a path for a model when it is >= 1.3x faster
 than ``torch`` at batch size 64 and agrees (cosine >= 0.9999, probabilities <= 1e-4, landmarks
 <= 0.01 px), the fastest such path, except that the current default (``xfr.models.backends.AUTO``)
-is kept while it stays within 10% of the fastest; ``adopt`` says which path that rule picks.
+is kept while it stays within 20% of the fastest (two runs on one day moved the ONNX Runtime /
+OpenVINO ratio of the mini-Xception models by up to 30%, so closer calls are noise); ``adopt``
+says which path that rule picks.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ PATHS = ("torch", "torch-cl", "torch-compile", "onnxruntime", "openvino")
 KIND = {"dlib-resnet": "embedding", "mobileface": "embedding", "faceres": "embedding",
         "faceres-gender": "probability", "mini-xception-fer2013": "probability",
         "mini-xception-gender": "probability", "facemesh": "landmarks", "mtcnn": "probability"}
-SPEEDUP, COSINE, PROB, LANDMARK_PX, HYSTERESIS = 1.3, 0.9999, 1e-4, 0.01, 0.9
+SPEEDUP, COSINE, PROB, LANDMARK_PX, HYSTERESIS = 1.3, 0.9999, 1e-4, 0.01, 0.8
 
 
 def faces(n: int, size: int) -> torch.Tensor:
@@ -178,7 +180,7 @@ def measure(models=MODELS, paths=PATHS, sizes=(16, 64), rounds: int = 5) -> dict
                  and r["path"] in ("onnxruntime", "openvino") and r["agrees"]
                  and (r["speedup_vs_torch"] or 0) >= SPEEDUP]
         best = max(cands, key=lambda r: r["speedup_vs_torch"], default=None)
-        # hysteresis: keep the current default while it stays within 10% of the best path, so
+        # hysteresis: keep the current default while it stays within 20% of the best path, so
         # that near-ties (ONNX Runtime vs OpenVINO) do not flip the default from run to run
         current = next((r for r in cands if r["path"] == AUTO.get(name)), None)
         if best and current and current["speedup_vs_torch"] >= HYSTERESIS * best["speedup_vs_torch"]:
@@ -194,7 +196,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--paths", default=",".join(PATHS))
     ap.add_argument("--batch-sizes", default="16,64")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)

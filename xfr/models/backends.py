@@ -46,7 +46,7 @@ AUTO: dict[str, str] = {
     "faceres": "openvino",
     "faceres-gender": "openvino",
     "mini-xception-fer2013": "openvino",
-    "mini-xception-gender": "onnxruntime",
+    "mini-xception-gender": "openvino",
     "facemesh": "openvino",
     "mtcnn": "openvino",
 }
