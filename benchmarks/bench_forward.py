@@ -83,8 +83,7 @@ def mtcnn_windows(n: int, mtcnn) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def runner(model, name: str, path: str, box=None):
-    """A callable images -> output tensor on ``path``, and its compile time (s)."""
-    compile_s = 0.0
+    """A callable images -> output tensor on ``path`` (its first call exports or compiles)."""
     if path in ("onnxruntime", "openvino"):
         m = accelerated(model, path)
     elif path == "torch-cl":
@@ -101,13 +100,10 @@ def runner(model, name: str, path: str, box=None):
     if name == "mtcnn":
         from xfr.score import detection_score
 
-        f = detection_score(m, box, backend="torch")
-        return (lambda x: f(x)), compile_s
+        return detection_score(m, box, backend="torch")
     if path == "torch-cl":
-        return (lambda x: m(x.contiguous(memory_format=torch.channels_last))), compile_s
-    if name == "facemesh":
-        return (lambda x: m(x)), compile_s
-    return (lambda x: m(x)), compile_s
+        return lambda x: m(x.contiguous(memory_format=torch.channels_last))
+    return m
 
 
 def post(name: str, out: torch.Tensor) -> torch.Tensor:
@@ -147,7 +143,7 @@ def measure(models=MODELS, paths=PATHS, sizes=(16, 64), rounds: int = 5) -> dict
             for p in paths:
                 try:
                     t0 = time.perf_counter()
-                    fn, _ = runner(model, name, p, box)
+                    fn = runner(model, name, p, box)
                     with torch.inference_mode():
                         outs[p] = post(name, fn(x))  # first call: export / compile
                         compile_s[p] = time.perf_counter() - t0

@@ -90,7 +90,8 @@ def expression_faces(n: int, size: int = 256):
 
 
 def setups():
-    """(name, model, score-function factory(backend), image) at the stages' two sizes."""
+    """(name, model, score-function factory(backend), image, mate or None) at the stages' two
+    sizes."""
     dlib, fer = load("dlib-resnet"), load("mini-xception-fer2013")
     (probe, mate), = verification_faces(1)
     (face, k), = expression_faces(1)

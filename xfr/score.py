@@ -12,6 +12,7 @@ moves the batch to the model's device and runs under ``torch.inference_mode()``:
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -101,7 +102,7 @@ def attribute_score(classifier, k: int, backend: str = "auto") -> ScoreFn:
         raise ValueError(f"class index k must be a non-negative int, got {k!r}")
     k = int(k)
     device = model_device(classifier)
-    classifier = _accelerated_classifier(classifier, backend)
+    classifier = accelerated(classifier, backend)
 
     def f(images: Tensor) -> Tensor:
         images = _as_batch(images)
@@ -119,15 +120,6 @@ def attribute_score(classifier, k: int, backend: str = "auto") -> ScoreFn:
         return torch.softmax(logits, dim=1)[:, k].cpu()
 
     return f
-
-
-def _accelerated_classifier(classifier, backend: str):
-    """``classifier`` on ``backend``; a :class:`ContextPadded` wrapper keeps its padding in
-    PyTorch around the accelerated model."""
-    if isinstance(classifier, ContextPadded):
-        inner = accelerated(classifier.model, backend)
-        return classifier if inner is classifier.model else ContextPadded(inner, classifier.margin)
-    return accelerated(classifier, backend)
 
 
 # ----------------------------------------------------------------------------- detection
@@ -152,8 +144,6 @@ DetectionList = tuple[Tensor, Tensor, "Tensor | None"]
 def mtcnn_detections(detector) -> Callable[[Tensor], list[DetectionList]]:
     """Adapter for ``detector.detect(images) -> [Detections(.boxes, .probs, .landmarks)]``
     (:class:`xfr.models.detect.MTCNNDetector`); faces have no class."""
-
-    import inspect
 
     batched = "batch_size" in inspect.signature(detector.detect).parameters
 

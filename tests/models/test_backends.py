@@ -187,3 +187,20 @@ def test_mtcnn_detection_score_agrees_with_torch_on_its_default_path():
     s_auto = detection_score(mtcnn, fw.box)(occluded)
     assert s_torch.std() > 0.01  # the occlusions change the score
     assert float((s_torch - s_auto).abs().max()) <= 1e-4
+
+
+def test_a_context_padded_zoo_model_runs_its_inner_model_on_the_default_path(monkeypatch):
+    from xfr.models.xception import ContextPadded
+
+    model = TinyZooNet(n_out=3).eval()
+    model.registry_name = "tiny"
+    monkeypatch.setitem(backends.AUTO, "tiny", "onnxruntime")
+    wrapped = ContextPadded(model, 0.25)
+    fast = accelerated(wrapped)
+    assert isinstance(fast, ContextPadded) and fast.margin == 0.25
+    assert isinstance(fast.model.body, ExportedNet)
+    assert accelerated(ContextPadded(TinyZooNet().eval(), 0.25)).model.__dict__.get("body") is None  # not a zoo model
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    s_auto = attribute_score(wrapped, 1)(x)
+    s_torch = attribute_score(wrapped, 1, backend="torch")(x)
+    assert torch.allclose(s_auto, s_torch, atol=1e-5)

@@ -252,7 +252,7 @@ def accelerated(model, backend: str = "auto"):
         raise ValueError(f"backend={path!r} runs on the CPU; the model is on {_device(model)} "
                          f"(use backend='torch')")
     cache = _ACCELERATED.setdefault(model, {})
-    if path not in cache and hasattr(model, "accelerated_copy"):  # e.g. MTCNN: three nets
+    if path not in cache and hasattr(model, "accelerated_copy"):  # MTCNN (three nets), ContextPadded (a wrapper)
         cache[path] = model.accelerated_copy(path)
     if path not in cache:
         fast = shallow_copy(model)

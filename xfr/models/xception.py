@@ -183,6 +183,15 @@ class ContextPadded(nn.Module):
         self.model = model
         self.margin = float(margin)
         self.classes = getattr(model, "classes", None)
+        if hasattr(model, "registry_name"):  # backend="auto" resolves to the wrapped zoo model's path
+            self.registry_name = model.registry_name
 
     def forward(self, faces: Tensor) -> Tensor:
         return self.model(pad_context(faces, self.margin) if self.margin > 0 else faces)
+
+    def accelerated_copy(self, backend: str) -> nn.Module:
+        """The wrapped model on ``backend`` (:func:`xfr.models.backends.accelerated`), the
+        padding in PyTorch around it."""
+        from .backends import accelerated
+
+        return ContextPadded(accelerated(self.model, backend), self.margin)
