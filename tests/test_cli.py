@@ -1,9 +1,12 @@
 """``xfr explain``: argument handling, and end to end on real faces and models (slow)."""
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
-from xfr.cli import _params, main
+from xfr.assets import REPO_ROOT
+from xfr.cli import DEFAULT_MASKS, _params, default_masks, main
 from xfr.data import DATA_DIR
 
 
@@ -19,6 +22,18 @@ def test_missing_file_is_a_clean_error(tmp_path, capsys):
                "-o", str(tmp_path / "m.png")])
     assert rc == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_default_masks_are_the_reliability_stage_s():
+    """The CLI's mask counts are results/reliability/defaults.csv (rerun the reliability stage and
+    copy its table when this fails)."""
+    table = pd.read_csv(REPO_ROOT / "results" / "reliability" / "defaults.csv")
+    want: dict = {}
+    for r in table.itertuples():
+        want.setdefault(r.task, {})[r.method] = None if pd.isna(r.default_masks) else int(r.default_masks)
+    assert DEFAULT_MASKS == want
+    assert default_masks("gender", "rise") == default_masks("expression", "rise")
+    assert default_masks("verification", "rise") >= 500
 
 
 def _need_data():
@@ -59,10 +74,18 @@ def test_cli_expression_and_detection(tmp_path, capsys):
     df = fer2013()
     face = df[df.label == "happy"].path.iloc[0]
     out = tmp_path / "expr.png"
+    raw = tmp_path / "expr.npy"
     rc = main(["explain", "--task", "expression", "--class", "happy", "--no-align", "--method",
-               "rise", "-p", "n_masks=8", "--backend", "torch", str(face), "-o", str(out)])
+               "rise", "-p", "n_masks=8", "--backend", "torch", str(face), "-o", str(out), "--raw", str(raw)])
     assert rc == 0 and out.is_file()
-    assert "P(happy | X)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "P(happy | X)" in printed and "split-half Spearman" in printed
+    smap = np.load(raw)
+    assert smap.dtype == np.float32 and smap.shape == (48, 48)
+    # 8 masks are mostly noise: the CLI says so, and writes it under the picture
+    assert "unstable: seed-to-seed rho" in printed
+    with Image.open(out) as im:
+        assert im.size[1] > im.size[0]
     with pytest.raises(SystemExit, match="unknown class"):
         main(["explain", "--task", "expression", "--class", "joy", "--no-align", str(face),
               "-o", str(out)])

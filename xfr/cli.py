@@ -12,6 +12,13 @@ gender align the face onto the 112x112 ArcFace template (``--no-align`` uses the
 e.g. for FER-2013 crops); detection explains the MTCNN score of the given box (default: the most
 probable face) in a window of 2.5x the box around it, resized to 96 px, as the detection stage
 does (``--context 0``: on the whole photo).
+
+Random methods (lime, lime-map, rise, rise-gauss, s-rise) use the mask count the reliability
+stage found to reach a seed-to-seed Spearman of 0.9 on the task (``DEFAULT_MASKS``; ``-p
+n_masks=...`` overrides) and print the map's split-half reliability (the Spearman of the maps of
+the even and the odd masks, stepped up to all masks; an estimate of the Spearman between two
+seeds, at no extra cost). Below 0.9 the map is flagged ``unstable`` in the output and under the
+picture. ``--raw map.npy`` saves the float32 map.
 """
 from __future__ import annotations
 
@@ -34,6 +41,13 @@ DEFAULT_MODELS = {
 }
 METHODS = ("minplus", "avg", "occlusion", "lime", "lime-map", "rise", "rise-gauss", "s-rise",
            "xmaps")
+RANDOM_METHODS = ("lime", "lime-map", "rise", "rise-gauss", "s-rise")
+# Mask (sample) counts of the random methods per task: results/reliability/defaults.csv, the
+# count at which the reliability stage's seed-to-seed Spearman reaches 0.9 with the centred
+# scoring (None: not within RELIABILITY_CAP passes). tests/test_cli.py keeps the two equal.
+RELIABILITY_CAP = 8000
+DEFAULT_MASKS: dict[str, dict[str, int | None]] = {}
+TASK_MEASURED_AS = {"gender": "expression"}  # gender uses the expression model family's counts
 
 
 def _parse_value(text: str):
@@ -98,7 +112,7 @@ def explain_command(args) -> int:
             raise FileNotFoundError(f"image file not found: {path}")
     params = _params(args.param)
     common = {"batch_size": args.batch_size, "progress": args.progress}
-    if args.method in ("lime", "lime-map", "rise", "rise-gauss", "s-rise") and "seed" not in params:
+    if args.method in RANDOM_METHODS and "seed" not in params:
         params["seed"] = args.seed
     model_name = args.model or DEFAULT_MODELS[args.task]
     mtcnn = cast("MTCNNDetector", load("mtcnn"))
@@ -124,6 +138,8 @@ def explain_command(args) -> int:
             out = viz.save_png(viz.blend_hls(probe, res.map1), args.output)
             if args.save_map:
                 torch.save(res.map1, args.save_map)
+            if args.raw:
+                _save_raw(res.map1, args.raw)
             print(f"wrote {out}")
             return 0
         what = "<f_e(X), f_e(Y)>"
@@ -167,20 +183,62 @@ def explain_command(args) -> int:
 
     if args.method == "xmaps":
         raise SystemExit("error: xmaps explains a verification pair (--task verification)")
-    # The explainers' signatures differ, so mypy types the dict's values as bare `function`.
-    method = cast("Callable[..., Tensor]", ex.SINGLE_IMAGE_METHODS[args.method])
     score = float(f(image[None])[0])
     print(f"score f(X) = {what} = {score:.4f}")
-    smap = method(f, image, **params, **common)
+    warning = None
+    if args.method in RANDOM_METHODS:  # the map and how much of it is the draw of the masks
+        from .explain.reliability import TARGET_RHO, count_parameter, explain_with_reliability
+
+        key = count_parameter(args.method)
+        if key not in params:
+            params[key] = default_masks(args.task, args.method)
+        smap, rho = explain_with_reliability(f, image, args.method, **params, **common)
+        print(f"reliability: split-half Spearman of the map (Spearman-Brown; estimates the Spearman "
+              f"between two seeds) = {rho:.2f} with {key} = {params[key]}")
+        if not rho >= TARGET_RHO:
+            warning = f"unstable: seed-to-seed rho = {rho:.2f} < {TARGET_RHO} ({params[key]} masks)"
+            print(f"{warning}: the map is partly mask noise; more masks (-p {key}=...) or a "
+                  f"deterministic method (minplus, occlusion) give a stable answer")
+    else:
+        # The explainers' signatures differ, so mypy types the dict's values as bare `function`.
+        method = cast("Callable[..., Tensor]", ex.SINGLE_IMAGE_METHODS[args.method])
+        smap = method(f, image, **params, **common)
     rgb = viz.overlay(overlay_on if overlay_on is not None else image, smap)
     if args.task == "detection":  # the explained box on the map, small windows enlarged
         scale = max(1, 384 // max(rgb.shape[:2]))
         rgb = viz.draw_box(viz.upscale(rgb, scale), box, scale=scale)
+    if warning:
+        rgb = viz.with_banner(rgb, [warning])
     out = viz.save_png(rgb, args.output)
     if args.save_map:
         torch.save(smap, args.save_map)
+    if args.raw:
+        _save_raw(smap, args.raw)
     print(f"wrote {out}")
     return 0
+
+
+def _save_raw(smap, path: str) -> None:
+    import numpy as np
+
+    np.save(path, np.asarray(smap.detach().cpu().numpy() if hasattr(smap, "detach") else smap, dtype=np.float32))
+    print(f"wrote raw map {path}")
+
+
+def default_masks(task: str, method: str) -> int:
+    """The CLI's mask (sample) count of a random method: the count at which the reliability stage
+    measured (or predicted) a seed-to-seed Spearman of 0.9 on this task
+    (:data:`DEFAULT_MASKS`); where it found none within its cap, the cap itself (the map is then
+    flagged when its own split-half reliability stays below 0.9); where the task was not
+    measured, the largest count any task needed."""
+    from .explain.srise import PATCHES_DEFAULT
+
+    name = f"s-rise {PATCHES_DEFAULT}" if method == "s-rise" else method
+    table = DEFAULT_MASKS.get(TASK_MEASURED_AS.get(task, task), {})
+    if name in table:
+        return table[name] or RELIABILITY_CAP
+    known = [v or RELIABILITY_CAP for t in DEFAULT_MASKS.values() for m, v in t.items() if m == name]
+    return max(known) if known else 500
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detection: side of the window in pixels (the detection stage's 96)")
     e.add_argument("-o", "--output", required=True, help="PNG of the map overlaid on the face")
     e.add_argument("--save-map", help="also save the raw map (torch.save) here")
+    e.add_argument("--raw", metavar="MAP.npy", help="also save the raw float32 map (numpy .npy) here")
     e.add_argument("--no-align", action="store_true", help="do not detect and align the face")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=64)

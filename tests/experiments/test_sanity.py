@@ -55,7 +55,8 @@ def test_cascade_maps_equal_explaining_each_randomized_copy(cascade):
                            srise(f, image, seed=3, **METHODS["s-rise"]), atol=1e-6)
         assert cm.scores[depth] == pytest.approx(float(f(image[None])[0]), abs=1e-6)
     # the extra trained run of the random method uses seed + 1
-    assert np.allclose(cm.other_seed["s-rise"], srise(make_score(model), image, seed=4, **METHODS["s-rise"]))
+    assert np.allclose(cm.other_seed["s-rise"], srise(make_score(model), image, seed=4, **METHODS["s-rise"]),
+                       atol=1e-4)  # batch size 5 vs 64: float sums differ, min-max scaling enlarges them
     assert "occlusion" not in cm.other_seed
     assert cm.n_forward["s-rise"] == [12, 12, 12]
     # the original model is not modified

@@ -48,15 +48,6 @@ def test_failed_verification_prefers_false_accept_with_a_mate():
     assert kind == "no_error_closest_imposter" and sim == pytest.approx(0.50)
 
 
-def test_trend_holds_on_the_paper_numbers_and_fails_otherwise():
-    paper = pd.DataFrame([(k, d, i) for k, (d, i) in V.PAPER_SRISE_TABLE1.items()],
-                         columns=["masks", "deletion", "insertion"])
-    assert V.trend_holds(paper)["trend_holds"]
-    flat = paper.assign(deletion=[0.2, 0.3, 0.35, 0.4])
-    res = V.trend_holds(flat)
-    assert not res["trend_holds"] and not res["deletion_fewest_masks_worst"]
-
-
 def test_overlay_fixed_keeps_the_joint_scale():
     img = torch.zeros(3, 8, 8)
     low, high = torch.full((8, 8), 0.2), torch.full((8, 8), 0.9)

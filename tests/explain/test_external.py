@@ -61,8 +61,14 @@ def test_rise_equals_direct_formula_on_the_same_masks():
             sal += score * m
     sal /= n * p
     f = lambda imgs: torch.softmax(model(imgs), 1)[:, 2]
-    ours = rise(f, x, n_masks=n, s=s, p=p, fill=fill, seed=7, batch_size=16)
+    ours = rise(f, x, n_masks=n, s=s, p=p, fill=fill, seed=7, batch_size=16, scoring="raw")
     np.testing.assert_allclose(ours.double().numpy(), sal, rtol=1e-5, atol=1e-6)
+    # centred scoring: the same sum without the mean score times the mask density
+    with torch.no_grad():
+        scores = f(torch.from_numpy(xn[None] * masks[:, None] + (1.0 - masks[:, None]) * fill).float()).double().numpy()
+    centred = ((scores - scores.mean())[:, None, None] * masks).sum(0) / (n * p)
+    ours = rise(f, x, n_masks=n, s=s, p=p, fill=fill, seed=7, batch_size=16)
+    np.testing.assert_allclose(ours.double().numpy(), centred, rtol=1e-4, atol=1e-6)
 
 
 def test_rise_masks_follow_petsiuk_recipe():

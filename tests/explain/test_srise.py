@@ -17,8 +17,10 @@ def test_srise_prefix_maps_equal_separate_srise_runs():
     pm = srise_prefix_maps(f, a, [3, 10, 17], batch_size=4, **kw)
     assert pm.n_forward == 17
     for n in (3, 10, 17):
-        ref = srise(f, a, n_masks=n, normalize=False, batch_size=5, **kw)
+        ref = srise(f, a, n_masks=n, normalize=False, batch_size=5, scoring="raw", **kw)
         torch.testing.assert_close(pm.maps[n], ref, rtol=1e-5, atol=1e-6)
+        ref = srise(f, a, n_masks=n, normalize=False, batch_size=5, **kw)  # default: centred
+        torch.testing.assert_close(pm.centered[n], ref, rtol=1e-4, atol=1e-6)
     assert not torch.allclose(pm.maps[3], pm.maps[17])
 
 

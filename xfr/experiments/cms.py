@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -82,6 +82,28 @@ def confidence_table(task: str, results: Sequence, costs: Mapping[str, Sequence[
                          n_images=len(mi), average_drop=float(np.nanmean(drop[:, j])),
                          increase_in_confidence=float(np.mean(inc[:, j])), win=float(np.mean(wins[:, j]))))
     return pd.DataFrame(rows)
+
+
+def confidence_per_image(task: str, results: Sequence, names: Sequence[str]) -> pd.DataFrame:
+    """The per-image terms behind :func:`confidence_table` (the items the claims table
+    bootstraps, :mod:`xfr.experiments.claims`): one row per image and method with task, image
+    (``names[i]``), method, M(I), M(E) and the eq. 11-13 terms (``average_drop`` in %, NaN where
+    M(I) <= 0; ``increase`` 0 or 100; ``win`` 0-100, ties shared)."""
+    from ..metrics import average_drop, increase_in_confidence, win
+
+    if len(results) != len(names):
+        raise ValueError(f"{len(results)} results for {len(names)} image names")
+    rows = []
+    for res, name in zip(results, names):
+        mi, me = np.asarray(res.m_image, dtype=np.float64), np.asarray(res.m_explained, dtype=np.float64)
+        drop, inc, wins = average_drop(mi, me), increase_in_confidence(mi, me), win(me)
+        for i in range(len(mi)):
+            img = name if len(mi) == 1 else f"{name}#{i}"
+            for j, m in enumerate(res.methods):
+                rows.append(dict(task=task, image=img, method=m, m_image=float(mi[i]), m_explained=float(me[i, j]),
+                                 average_drop=float(drop[i, j]), increase=float(inc[i, j]), win=float(wins[i, j])))
+    return pd.DataFrame(rows, columns=["task", "image", "method", "m_image", "m_explained", "average_drop",
+                                       "increase", "win"])
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -240,6 +262,36 @@ def region_table(cms_maps: Mapping[str, Tensor], runs: Mapping[str, CISRun], fac
     return pd.concat(region_rows, ignore_index=True)
 
 
+def region_table_per_image(runs: Mapping[str, CISRun], face) -> pd.DataFrame:
+    """Per run and CIS map (image): the map's mean value in each canonical region and on the
+    whole face (region ``face``). The CMS is the mean of the CIS maps (eq. 6), so a region's
+    mean over the images is the CMS's region mean, and mean(region) / mean(face) over the images
+    is the CMS's enrichment where it is positive: the items the claims table bootstraps."""
+    masks = region_masks(face)
+    fm = face.face_mask
+    rows = []
+    for k, r in runs.items():
+        names = _item_names(r.faces)
+        for name, m in zip(names, r.maps):
+            t = region_mass(m, face, masks)
+            for reg in t.itertuples():
+                rows.append(dict(key=k, model=r.model, image=name, region=reg.region, mean_value=reg.mean_value))
+            rows.append(dict(key=k, model=r.model, image=name, region="face",
+                             mean_value=float(torch.as_tensor(m, dtype=torch.float64)[fm].mean())))
+    return pd.DataFrame(rows, columns=["key", "model", "image", "region", "mean_value"])
+
+
+def _item_names(items: Sequence) -> list[str]:
+    """A name per CIS item: the face's name, or "a|b" for a pair (pair, face a, face b)."""
+    out = []
+    for i, it in enumerate(items):
+        if isinstance(it, tuple) and len(it) == 3:
+            out.append(f"{getattr(it[1], 'name', i)}|{getattr(it[2], 'name', i)}")
+        else:
+            out.append(str(getattr(it, "name", i)))
+    return out
+
+
 # the paper's readings: recognition looks at the eye-nose triangle, gender at the eye corners,
 # expression between the eyebrows
 PAPER_REGIONS = {"verification_lfw": "eye_nose_triangle", "expression_fer2013": "glabella",
@@ -341,6 +393,8 @@ class AlignmentAblation:
     mean_chip: Tensor
     model_cms: Tensor
     n_probes: int
+    scores: list = field(default_factory=list)  # ConfidenceResult per probe (one image each)
+    names: list = field(default_factory=list)  # the probes' names
 
 
 def alignment_ablation(kept_pairs: Sequence, dlib, tau: float, points: Tensor, face, patch: int = 15,
@@ -399,7 +453,8 @@ def alignment_ablation(kept_pairs: Sequence, dlib, tau: float, points: Tensor, f
                                              batch_size=batch_size))
     abl = confidence_table("cms_alignment_lfw", abl_scores, {m: (c[0] / n, c[1] / n) for m, c in cost.items()})
     mean_chip = torch.stack([fa.image for _, fa, _ in kept_pairs]).mean(0)
-    return AlignmentAblation(abl, model_none, torch.stack(raw_imgs).mean(0), model_kp, mean_chip, model_cms, n)
+    return AlignmentAblation(abl, model_none, torch.stack(raw_imgs).mean(0), model_kp, mean_chip, model_cms, n,
+                             abl_scores, [str(getattr(fa, "name", i)) for i, (_, fa, _) in enumerate(kept_pairs)])
 
 
 def alignment_metrics(abl: AlignmentAblation) -> dict:
@@ -570,6 +625,18 @@ def cam_comparison(specs: Sequence[CamTask], runs: Mapping[str, CISRun], cms_map
     return done, skipped, cam_table, cam5_table
 
 
+def confidence_table_per_image(done: Sequence[CamComparison], abl: AlignmentAblation | None = None) -> pd.DataFrame:
+    """``cms_confidence_per_image.csv``: :func:`confidence_per_image` of every Grad-CAM
+    comparison (task ``cms_<task>``, four methods) and of the alignment ablation
+    (``cms_alignment_lfw``, three alignments), the per-image values behind ``methods.csv``."""
+    frames = [confidence_per_image(f"cms_{c.task}", c.res4, [str(getattr(f, "name", i)) for i, f in enumerate(c.faces)])
+              for c in done]
+    if abl is not None and abl.scores:
+        frames.append(confidence_per_image("cms_alignment_lfw", abl.scores, abl.names))
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else confidence_per_image("", [], [])
+
+
 def cam_claims(cam_table: pd.DataFrame) -> pd.DataFrame:
     """Per task: whether CMS has the highest Average Drop %, the lowest % Increase and the highest
     Win % (the paper's claim of Figs. 10-12; ties count as wins)."""
@@ -604,15 +671,19 @@ def randomization(model: nn.Module, faces: Sequence, points: Tensor, face, layer
     """Fig. 8: the CMS of ``faces`` for the trained classifier and after re-initializing its top
     1, 2, ... ``layers`` layers cumulatively (:func:`xfr.metrics.randomization_test`), with
     Spearman on the face pixels. Returns (the RandomizationResult, its table with the trained row
-    first)."""
+    first, the per-image table: each face's CIS under the randomized network against its CIS
+    under the trained one, Spearman on the face pixels, per depth)."""
     from ..explain.canonical import cms
     from ..metrics import parameter_layers, randomization_test
 
+    per_net: list[list[Tensor]] = []  # the CIS maps of every network explained, trained first
+
     def explain_cms(net):
         net.eval()
-        return cms([run_cis("", "", [fc], lambda x: class_score(net, x.label), lambda x: x.image,
-                            lambda x: x.mesh, patch=patch, points=points, canvas_patch=canvas_patch,
-                            batch_size=batch_size, face=face).results[0].canonical for fc in faces]).numpy()
+        per_net.append([run_cis("", "", [fc], lambda x: class_score(net, x.label), lambda x: x.image,
+                                lambda x: x.mesh, patch=patch, points=points, canvas_patch=canvas_patch,
+                                batch_size=batch_size, face=face).results[0].canonical for fc in faces])
+        return cms(per_net[-1]).numpy()
 
     rlayers = parameter_layers(model)[:layers]
     rand = randomization_test(model, explain_cms, layers=rlayers, seed=seed)
@@ -622,7 +693,12 @@ def randomization(model: nn.Module, faces: Sequence, points: Tensor, face, layer
                           for j, m in enumerate(rand.maps)])
     table = pd.concat([pd.DataFrame([dict(depth=0, layer="none (trained)", spearman=1.0, ssim=1.0, spearman_face=1.0)]),
                        table], ignore_index=True)
-    return rand, table
+    names = _item_names(faces)
+    per_image = pd.DataFrame([dict(depth=j, layer=rand.layers[j - 1], image=names[i],
+                                   spearman_face=masked_spearman(per_net[0][i].numpy(), per_net[j][i].numpy(), fm))
+                              for j in range(1, len(per_net)) for i in range(len(faces))],
+                             columns=["depth", "layer", "image", "spearman_face"])
+    return rand, table, per_image
 
 
 def randomization_metrics(table: pd.DataFrame) -> dict:

@@ -61,22 +61,6 @@ def accuracy_at(similarity, same, threshold: float) -> float:
     return float(((s >= threshold) == np.asarray(same, dtype=bool)).mean())
 
 
-def trend_holds(table: pd.DataFrame, tolerance: float = 0.02) -> dict:
-    """S-RISE Table 1's reading on a table with columns masks, deletion, insertion (lower is
-    better): (a) the fewest masks are worst and the most masks are (within ``tolerance``) best,
-    (b) it converges: from the largest-but-one count to the largest the change of each metric
-    is within ``tolerance``."""
-    t = table.sort_values("masks").reset_index(drop=True)
-    out = {}
-    for col in ("deletion", "insertion"):
-        v = t[col].to_numpy(dtype=np.float64)
-        out[f"{col}_fewest_masks_worst"] = bool(v[0] >= np.nanmax(v[1:])) if len(v) > 1 else False
-        out[f"{col}_most_masks_best"] = bool(v[-1] <= np.nanmin(v) + tolerance)
-        out[f"{col}_converged"] = bool(abs(v[-1] - v[-2]) <= tolerance) if len(v) > 1 else False
-    out["trend_holds"] = all(out.values())
-    return out
-
-
 def make_triplets(table: pd.DataFrame, images: Sequence[Path], n: int, seed: int = 0,
                   threshold: float | None = None, accepted_only: bool = False,
                   exclude: Sequence[Path] = ()) -> list[tuple[Path, Path, Path]]:
@@ -212,13 +196,14 @@ def flip_metrics(f, image: Tensor, smap: Tensor, threshold: float, step: float,
 def run_table1(embedder, faces: AlignedFaces, triplets, counts: Sequence[int], threshold: float,
                size: int, step: float, n_patches: int = 100, kernel: int = 40, sigma: float = 7.0,
                seed: int = 0, batch_size: int = 64, centered: bool = True,
-               random_baseline: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+               random_baseline: bool = True, patches: str = "keep"
+               ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """S-RISE Table 1 on matching pairs: for each triplet the probe's S-RISE map against the mate
     (s_i^p of §3.2.2, black fill) for every mask count (one run, prefix sums), then deletion and
     insertion of the probe against the mate at ``threshold`` (mean-value fill, §3.3).
 
-    Variants (column ``variant``): "s-rise" (the paper's map), "s-rise-centered" (the same run's
-    centered map, see :func:`srise_prefix_maps`; when ``centered``) and "random" (a uniformly
+    Variants (column ``variant``): "s-rise" (the paper's map, raw scoring), "s-rise-centered"
+    (the same run's centred map, see :func:`srise_prefix_maps`; when ``centered``) and "random" (a uniformly
     random pixel order, the floor any map should beat; ``masks`` = 0; when ``random_baseline``).
 
     Returns (per triplet, variant and count: flip fractions and AUCs; curves in long format:
@@ -230,7 +215,8 @@ def run_table1(embedder, faces: AlignedFaces, triplets, counts: Sequence[int], t
     for t, (probe, mate, _) in enumerate(triplets):
         x, y = faces.chip(probe, size), faces.chip(mate, size)
         f = verification_score(embedder, y)
-        pm = srise_prefix_maps(f, x, counts, n_patches, kernel, sigma, 0.0, seed + t, batch_size)
+        pm = srise_prefix_maps(f, x, counts, n_patches, kernel, sigma, 0.0, seed + t, patches,
+                               batch_size)
         score = float(f(x[None])[0])
         todo = [("s-rise", c, m) for c, m in pm.maps.items()]
         if centered:
@@ -243,7 +229,7 @@ def run_table1(embedder, faces: AlignedFaces, triplets, counts: Sequence[int], t
                 first_maps[(variant, c)] = smap
             m = flip_metrics(f, x, smap, threshold, step, batch_size)
             rows.append({"triplet": t, "probe": Path(probe).name, "mate": Path(mate).name,
-                         "variant": variant, "masks": c, "similarity": score,
+                         "patches": patches, "variant": variant, "masks": c, "similarity": score,
                          **{k: v for k, v in m.items() if not isinstance(v, np.ndarray)},
                          "srise_forward_total": pm.n_forward, "srise_seconds_total": pm.seconds})
             for curve in ("deletion", "insertion"):
@@ -252,25 +238,6 @@ def run_table1(embedder, faces: AlignedFaces, triplets, counts: Sequence[int], t
     per = pd.DataFrame(rows)
     cur = pd.DataFrame(curves, columns=["variant", "masks", "curve", "fraction", "score", "triplet"])
     return per, cur, first_maps
-
-
-def summarize_table1(per: pd.DataFrame) -> pd.DataFrame:
-    """Mean flip fractions (and AUCs) per variant and mask count next to the paper's Table 1."""
-    g = per.groupby(["variant", "masks"], sort=False)
-    t = pd.DataFrame({
-        "deletion": g["deletion"].mean(), "insertion": g["insertion"].mean(),
-        "deletion_sem": g["deletion"].sem(), "insertion_sem": g["insertion"].sem(),
-        "deletion_auc": g["deletion_auc"].mean(), "insertion_auc": g["insertion_auc"].mean(),
-        "deletion_no_flip": g["deletion_flipped"].apply(lambda s: int((~s.astype(bool)).sum())),
-        "insertion_no_flip": g["insertion_flipped"].apply(lambda s: int((~s.astype(bool)).sum())),
-        "n_triplets": g.size(),
-    }).reset_index()
-    t["average"] = (t["deletion"] + t["insertion"]) / 2
-    paper = lambda k, j: PAPER_SRISE_TABLE1.get(int(k), (np.nan, np.nan))[j]  # noqa: E731
-    t["paper_deletion"] = [paper(k, 0) if v == "s-rise" else np.nan for v, k in zip(t.variant, t.masks)]
-    t["paper_insertion"] = [paper(k, 1) if v == "s-rise" else np.nan for v, k in zip(t.variant, t.masks)]
-    t["paper_average"] = (t["paper_deletion"] + t["paper_insertion"]) / 2
-    return t
 
 
 # ----------------------------------------------------------------------------- figures
@@ -328,61 +295,14 @@ def cscore_figure(res, fit, bins: int = 400):
     return fig
 
 
-def table1_figure(summary: pd.DataFrame, curves: pd.DataFrame, n_triplets: int,
-                  threshold: float | None = None):
-    """S-RISE Table 1 (ours next to the paper's, plus the diagnostic variants) and the mean
-    deletion / insertion curves of the paper's map per mask count (random order dashed)."""
-    import matplotlib.pyplot as plt
-
-    fig = plt.figure(figsize=(15, 4.8))
-    ax = fig.add_subplot(1, 3, 1)
-    ax.axis("off")
-    f4 = lambda v: "" if v is None or not np.isfinite(v) else f"{v:.4f}"  # noqa: E731
-    cells = []
-    for r in summary.itertuples():
-        name = "random" if r.variant == "random" else (
-            f"{int(r.masks)}" if r.variant == "s-rise" else f"{int(r.masks)} centred")
-        cells.append([name, f4(r.deletion), f4(r.paper_deletion), f4(r.insertion),
-                      f4(r.paper_insertion), f4(r.average), f4(r.paper_average)])
-    tab = ax.table(cellText=cells, colLabels=["masks", "del.\nours", "del.\npaper", "ins.\nours",
-                                              "ins.\npaper", "avg\nours", "avg\npaper"],
-                   loc="center", cellLoc="center")
-    tab.auto_set_font_size(False)
-    tab.set_fontsize(7.5)
-    tab.scale(1.05, 1.45)
-    ax.set_title(f"S-RISE Table 1: fraction of pixels until the decision flips\n(lower is better; "
-                 f"ours: {n_triplets} LFW triplets, dlib ResNet;\npaper: 50 triplets, ArcFace; "
-                 f"'centred' and 'random order' are our diagnostics)", fontsize=8.5)
-    for k, curve in enumerate(("deletion", "insertion")):
-        bx = fig.add_subplot(1, 3, 2 + k)
-        sub = curves[(curves.curve == curve)]
-        for (variant, masks), g in sub.groupby(["variant", "masks"], sort=False):
-            if variant == "s-rise-centered":
-                continue
-            m = g.groupby("fraction")["score"].mean()
-            if variant == "random":
-                bx.plot(m.index, m.values, "k--", lw=1, label="random order")
-            else:
-                bx.plot(m.index, m.values, label=f"{masks} masks")
-        if threshold is not None:
-            bx.axhline(threshold, color="gray", ls=":", lw=1, label=f"threshold {threshold:.3f}")
-        bx.set_xlabel(f"fraction of pixels {'removed' if curve == 'deletion' else 'added'} "
-                      "(mean-value fill)")
-        bx.set_ylabel("cosine similarity to the mate (mean over triplets)")
-        bx.set_title(f"{curve} curves (paper's S-RISE map)", fontsize=9)
-        bx.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 def fmt(x: float, digits: int = 3) -> str:
     return "nan" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
 __all__ = [
     "PAPER_SRISE_TABLE1", "identity_of", "pair_table", "accuracy_at",
-    "trend_holds", "make_triplets", "failed_verification", "explain_face",
-    "flip_metrics", "run_table1", "summarize_table1", "cscore_figure", "table1_figure",
+    "make_triplets", "failed_verification", "explain_face",
+    "flip_metrics", "run_table1", "cscore_figure",
     "MethodRun", "region_means", "fmt", "slug",
 ]
 

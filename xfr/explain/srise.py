@@ -8,7 +8,13 @@ A triplet {I_p, I_m, I_n} is split into the matching and the non-matching pair; 
 are used for both pairs, so the masked probes are embedded once. Step 7 "normalize the saliency
 maps for both matching and non-matching pairs": we scale all maps of a pair (or of a triplet)
 with one common min-max, so that a less similar pair keeps shallower maps (as §4.3 reads them).
-Reading: a mask is the clipped sum of its patches (the paper does not say how patches combine).
+Readings the paper leaves open, as parameters: ``patches`` -- whether a mask *keeps* the
+clipped sum of its patches (``"keep"``) or *removes* it (``"remove"``; :class:`SRiseMasks`), and
+``scoring`` -- the paper's H = sum s_i M_i (``"raw"``) or the same sum with the mean similarity
+subtracted from every weight (``"centred"``, the default; it removes the random fluctuation of
+the mask density, which dominates H when the similarities barely move:
+:class:`xfr.explain.common.GroupedMaskSums`). Which reading reproduces the paper is measured
+in results/srise (the S-RISE stage) and stated in :data:`PATCHES_DEFAULT`'s comment.
 """
 from __future__ import annotations
 
@@ -21,11 +27,27 @@ from torch import Tensor
 
 from ..engine import Fill, ScoreFn, check_image, perturb
 from ..score import unit_embeddings
-from .common import WeightedMaskSum, as_counting, check_float, check_int, check_seed, joint_minmax, minmax, prepare
-from .masks import SRiseMasks
+from .common import (
+    GroupedMaskSums,
+    as_counting,
+    check_float,
+    check_int,
+    check_scoring,
+    check_seed,
+    joint_minmax,
+    minmax,
+    prepare,
+)
+from .masks import SRISE_PATCHES, SRiseMasks
+
+PATCHES_DEFAULT = "keep"
 
 
-def _masks(hw, n_masks, n_patches, kernel, sigma, seed) -> SRiseMasks:
+def srise_masks(hw: tuple[int, int], n_masks: int = 500, n_patches: int = 100, kernel: int = 40,
+                sigma: float = 7.0, seed: int = 0, patches: str = PATCHES_DEFAULT) -> SRiseMasks:
+    """S-RISE's masks for an image of size ``hw``, arguments checked."""
+    if patches not in SRISE_PATCHES:
+        raise ValueError(f"patches must be one of {SRISE_PATCHES}, got {patches!r}")
     n_masks = check_int("n_masks", n_masks, 1, hint="an empty mask set explains nothing")
     n_patches = check_int("n_patches", n_patches, 1)
     kernel = check_int("kernel", kernel, 1, min(hw),
@@ -33,7 +55,12 @@ def _masks(hw, n_masks, n_patches, kernel, sigma, seed) -> SRiseMasks:
     sigma = check_float("sigma", sigma, 0.0, low_open=True)
     if sigma > 2 * max(hw):
         raise ValueError(f"sigma={sigma} does not fit the {hw[0]}x{hw[1]} image")
-    return SRiseMasks(hw, n_masks, n_patches, kernel, sigma, seed=check_seed(seed))
+    return SRiseMasks(hw, n_masks, n_patches, kernel, sigma, seed=check_seed(seed), patches=patches)
+
+
+def srise_finish(acc: GroupedMaskSums, scoring: str, masks=None, groups=None) -> Tensor:
+    """The un-normalized S-RISE map of ``acc``'s masks (of ``groups``)."""
+    return acc.map(scoring, groups).float()
 
 
 def srise(
@@ -45,20 +72,22 @@ def srise(
     sigma: float = 7.0,
     fill: Fill = 0.0,
     seed: int = 0,
+    patches: str = PATCHES_DEFAULT,
+    scoring: str = "centred",
     normalize: bool = True,
     batch_size: int = 64,
     progress: bool = False,
 ) -> Tensor:
-    """S-RISE map [H, W] of one image for any score f: (1/N) sum_i f(X o M_i) M_i, min-max
-    scaled to [0, 1] when ``normalize``."""
+    """S-RISE map [H, W] of one image for any score f: (1/N) sum_i f(X o M_i) M_i (steps 4-5;
+    ``patches``, ``scoring``: module docstring), min-max scaled to [0, 1] when ``normalize``."""
     img = prepare(image)
-    hw = (img.shape[1], img.shape[2])
-    masks = _masks(hw, n_masks, n_patches, kernel, sigma, seed)
-    acc = WeightedMaskSum(hw)
+    check_scoring(scoring)
+    masks = srise_masks((img.shape[1], img.shape[2]), n_masks, n_patches, kernel, sigma, seed, patches)
+    acc = GroupedMaskSums(masks.hw)
     perturb(as_counting(f), img, masks, fill=fill, batch_size=batch_size, progress=progress,
             on_batch=acc, desc="s-rise")
-    out = acc.mean()
-    return minmax(out) if normalize else out.float()
+    out = srise_finish(acc, scoring)
+    return minmax(out) if normalize else out
 
 
 class _MultiReference:
@@ -77,10 +106,10 @@ class _MultiReference:
 
 
 def _maps_against(embedder, image: Tensor, refs: Tensor, masks: SRiseMasks, fill, batch_size,
-                  progress) -> list[Tensor]:
+                  progress, scoring: str = "centred") -> list[Tensor]:
     """Un-normalized S-RISE maps of ``image`` against each reference embedding."""
     scorer = _MultiReference(embedder, refs)
-    accs = [WeightedMaskSum(masks.hw) for _ in range(len(refs))]
+    accs = [GroupedMaskSums(masks.hw) for _ in range(len(refs))]
 
     def on_batch(m, s, start):
         for r, acc in enumerate(accs):
@@ -88,7 +117,7 @@ def _maps_against(embedder, image: Tensor, refs: Tensor, masks: SRiseMasks, fill
 
     perturb(scorer, image, masks, fill=fill, batch_size=batch_size, progress=progress,
             on_batch=on_batch, desc="s-rise")
-    return [acc.mean() for acc in accs]
+    return [srise_finish(acc, scoring) for acc in accs]
 
 
 @dataclass
@@ -106,6 +135,7 @@ class SRiseTriplet:
 
 def srise_pair(embedder, probe: Tensor, mate: Tensor, n_masks: int = 500, n_patches: int = 100,
                kernel: int = 40, sigma: float = 7.0, fill: Fill = 0.0, seed: int = 0,
+               patches: str = PATCHES_DEFAULT, scoring: str = "centred",
                batch_size: int = 64, progress: bool = False) -> tuple[Tensor, Tensor]:
     """(H_p, H_m) of a pair, jointly min-max normalized (steps 2-5 and 7 of §3.2.2).
     ``embedder``: images [N,C,H,W] in [0,1] -> embeddings [N,D] (any recognition model)."""
@@ -113,30 +143,33 @@ def srise_pair(embedder, probe: Tensor, mate: Tensor, n_masks: int = 500, n_patc
     if p.shape != m.shape:
         raise ValueError(f"probe and mate must have the same shape, got {tuple(p.shape)} and "
                          f"{tuple(m.shape)} (align both faces to the model's chip)")
-    masks = _masks((p.shape[1], p.shape[2]), n_masks, n_patches, kernel, sigma, seed)
+    check_scoring(scoring)
+    masks = srise_masks((p.shape[1], p.shape[2]), n_masks, n_patches, kernel, sigma, seed, patches)
     embed = unit_embeddings(embedder)
     with torch.inference_mode():
         e = embed(torch.stack([p, m]))
-    h_p, = _maps_against(embedder, p, e[1:2], masks, fill, batch_size, progress)
-    h_m, = _maps_against(embedder, m, e[0:1], masks, fill, batch_size, progress)
+    h_p, = _maps_against(embedder, p, e[1:2], masks, fill, batch_size, progress, scoring)
+    h_m, = _maps_against(embedder, m, e[0:1], masks, fill, batch_size, progress, scoring)
     h_p, h_m = joint_minmax([h_p, h_m])
     return h_p, h_m
 
 
 def srise_triplet(embedder, probe: Tensor, mate: Tensor, nonmate: Tensor, n_masks: int = 500,
                   n_patches: int = 100, kernel: int = 40, sigma: float = 7.0, fill: Fill = 0.0,
-                  seed: int = 0, batch_size: int = 64, progress: bool = False) -> SRiseTriplet:
+                  seed: int = 0, patches: str = PATCHES_DEFAULT, scoring: str = "centred",
+                  batch_size: int = 64, progress: bool = False) -> SRiseTriplet:
     """S-RISE on a triplet: maps for {I_p, I_m} and {I_p, I_n}, all four scaled together."""
     p, m, n = prepare(probe), prepare(mate), prepare(nonmate)
     if not (p.shape == m.shape == n.shape):
         raise ValueError("probe, mate and non-mate must have the same shape (aligned chips)")
-    masks = _masks((p.shape[1], p.shape[2]), n_masks, n_patches, kernel, sigma, seed)
+    check_scoring(scoring)
+    masks = srise_masks((p.shape[1], p.shape[2]), n_masks, n_patches, kernel, sigma, seed, patches)
     embed = unit_embeddings(embedder)
     with torch.inference_mode():
         e = embed(torch.stack([p, m, n]))
-    h_pm, h_pn = _maps_against(embedder, p, e[1:3], masks, fill, batch_size, progress)
-    h_m, = _maps_against(embedder, m, e[0:1], masks, fill, batch_size, progress)
-    h_n, = _maps_against(embedder, n, e[0:1], masks, fill, batch_size, progress)
+    h_pm, h_pn = _maps_against(embedder, p, e[1:3], masks, fill, batch_size, progress, scoring)
+    h_m, = _maps_against(embedder, m, e[0:1], masks, fill, batch_size, progress, scoring)
+    h_n, = _maps_against(embedder, n, e[0:1], masks, fill, batch_size, progress, scoring)
     pm, mm, pn, nn_ = joint_minmax([h_pm, h_m, h_pn, h_n])
     return SRiseTriplet(pm, mm, pn, nn_, float(e[0] @ e[1]), float(e[0] @ e[2]))
 
@@ -145,15 +178,16 @@ def srise_triplet(embedder, probe: Tensor, mate: Tensor, nonmate: Tensor, n_mask
 class PrefixMaps:
     """S-RISE maps of several mask counts from one run (see :func:`srise_prefix_maps`)."""
 
-    maps: dict[int, Tensor]  # (1/N) sum_{i<N} s_i M_i, the paper's H (un-normalized)
-    centered: dict[int, Tensor]  # (1/N) sum_{i<N} (s_i - mean_{j<N} s_j) M_i (diagnostic)
+    maps: dict[int, Tensor]  # (1/N) sum_{i<N} s_i M_i, the paper's H (un-normalized; "raw")
+    centered: dict[int, Tensor]  # (1/N) sum_{i<N} (s_i - mean_{j<N} s_j) M_i ("centred")
     n_forward: int
     seconds: float
 
 
 def srise_prefix_maps(f, image: Tensor, counts: Sequence[int], n_patches: int = 100,
                       kernel: int = 40, sigma: float = 7.0, fill: Fill = 0.0, seed: int = 0,
-                      batch_size: int = 64, progress: bool = False) -> PrefixMaps:
+                      patches: str = PATCHES_DEFAULT, batch_size: int = 64,
+                      progress: bool = False) -> PrefixMaps:
     """Un-normalized S-RISE maps (1/N) sum_{i<N} f(X o M_i) M_i (§3.2.2 steps 4-5) for every N in
     ``counts`` from one run over max(counts) masks.
 
@@ -163,14 +197,14 @@ def srise_prefix_maps(f, image: Tensor, counts: Sequence[int], n_patches: int = 
 
     Also returns the *centered* maps (1/N) sum (s_i - s_bar) M_i, the same sum without the
     term s_bar * (1/N) sum M_i: the mask density, whose random spatial fluctuation dominates the
-    paper's H when the scores s_i vary little around their mean s_bar (a diagnostic, not in the
-    paper; for a min-max normalized map it is the only difference)."""
+    paper's H when the scores s_i vary little around their mean s_bar (``scoring="centred"``, the
+    default of :func:`srise`)."""
     img = check_image(image)
     counts = sorted({int(c) for c in counts})
     if not counts or counts[0] < 1:
         raise ValueError(f"mask counts must be positive integers, got {counts}")
     hw = (img.shape[1], img.shape[2])
-    masks = SRiseMasks(hw, counts[-1], n_patches, kernel, sigma, seed=seed)
+    masks = srise_masks(hw, counts[-1], n_patches, kernel, sigma, seed, patches)
     totals = {c: torch.zeros(hw[0] * hw[1], dtype=torch.float64) for c in counts}
     density = {c: torch.zeros(hw[0] * hw[1], dtype=torch.float64) for c in counts}
     score_sum = {c: 0.0 for c in counts}
@@ -195,4 +229,4 @@ def srise_prefix_maps(f, image: Tensor, counts: Sequence[int], n_patches: int = 
     return PrefixMaps(maps, centered, res.n_forward, time.perf_counter() - t0)
 
 
-__all__ = ["srise", "srise_pair", "srise_triplet", "SRiseTriplet", "PrefixMaps", "srise_prefix_maps"]
+__all__ = ["srise", "srise_masks", "srise_finish", "PATCHES_DEFAULT", "srise_pair", "srise_triplet", "SRiseTriplet", "PrefixMaps", "srise_prefix_maps"]
