@@ -46,7 +46,12 @@ RANDOM_METHODS = ("lime", "lime-map", "rise", "rise-gauss", "s-rise")
 # count at which the reliability stage's seed-to-seed Spearman reaches 0.9 with the centred
 # scoring (None: not within RELIABILITY_CAP passes). tests/test_cli.py keeps the two equal.
 RELIABILITY_CAP = 8000
-DEFAULT_MASKS: dict[str, dict[str, int | None]] = {}
+DEFAULT_MASKS: dict[str, dict[str, int | None]] = {
+    "verification": {"rise": 2000, "rise-gauss": 700, "s-rise keep": 1500, "s-rise remove": 2300},
+    "expression": {"lime": 500, "lime-map": 2000, "rise": 4300, "rise-gauss": 1000, "s-rise keep": 7100, "s-rise remove": 5500},
+    "detection": {"rise": 3100, "rise-gauss": 1600},
+    "masks": {"rise": 2400, "rise-gauss": 1500},
+}
 TASK_MEASURED_AS = {"gender": "expression"}  # gender uses the expression model family's counts
 
 
