@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "CLAIM_COLUMNS", "VERDICTS", "Claim", "RankingTest", "abs_interval", "bootstrap_ci",
+    "CLAIM_COLUMNS", "VERDICTS", "ClaimStatement", "Claim", "RankingTest", "abs_interval", "bootstrap_ci",
     "bootstrap_diff_ci", "bootstrap_distribution", "bootstrap_paired_diff_ci", "joint_bootstrap",
     "logit", "mann_whitney_p", "ols", "percentile_interval", "ranking_margin", "ranking_test",
     "verdict", "wilcoxon_p",
@@ -148,10 +148,9 @@ CLAIM_COLUMNS = ("claim_id", "paper", "where", "claim", "paper_value", "statisti
 
 
 @dataclass(frozen=True)
-class Claim:
-    """One claim of a paper as "``statistic`` ``direction`` ``threshold``", with our value, its
-    confidence interval and the number of items ``n`` it rests on; :attr:`verdict` follows from
-    them (:func:`verdict`). ``row()`` gives the claims-table row (:data:`CLAIM_COLUMNS`)."""
+class ClaimStatement:
+    """What a paper claims, as "``statistic`` ``direction`` ``threshold``", and how many items
+    (``n_required``) a verdict on it needs."""
 
     claim_id: str
     paper: str
@@ -161,6 +160,14 @@ class Claim:
     direction: str
     threshold: float
     n_required: int
+
+
+@dataclass(frozen=True)
+class Claim(ClaimStatement):
+    """A :class:`ClaimStatement` with our value, its confidence interval and the number of items
+    ``n`` it rests on; :attr:`verdict` follows from them (:func:`verdict`). ``row()`` gives the
+    claims-table row (:data:`CLAIM_COLUMNS`)."""
+
     source: str
     paper_value: str = ""
     ours: float = float("nan")

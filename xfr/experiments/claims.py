@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ from ..stats import (
     CLAIM_COLUMNS,
     VERDICTS,
     Claim,
+    ClaimStatement,
     abs_interval,
     bootstrap_ci,
     bootstrap_diff_ci,
@@ -93,19 +94,10 @@ Compute = Callable[[Path, Boot], Outcome]
 
 
 @dataclass(frozen=True)
-class Spec:
-    """One claim: its place in the paper, the statistic and its side of ``threshold``, the
-    items it needs, the files it reads (``sources``, relative to the results root) and the
-    function that computes it."""
+class Spec(ClaimStatement):
+    """One claim (:class:`xfr.stats.ClaimStatement`), the files it reads (``sources``, relative
+    to the results root) and the function that computes it."""
 
-    claim_id: str
-    paper: str
-    where: str
-    claim: str
-    statistic: str
-    direction: str
-    threshold: float
-    n_required: int
     sources: tuple[str, ...]
     compute: Compute
     paper_value: str = ""
@@ -924,9 +916,10 @@ def evaluate(spec: Spec, results_root: str | Path, boot: Boot = Boot()) -> Claim
         note = out.note
     if out.source:
         source = out.source
-    return Claim(spec.claim_id, spec.paper, spec.where, spec.claim, spec.statistic, spec.direction,
-                 float(spec.threshold), int(spec.n_required), source, spec.paper_value, float(out.ours),
-                 float(out.ci_low), float(out.ci_high), out.n, note)
+    statement = {f.name: getattr(spec, f.name) for f in fields(ClaimStatement)}
+    statement.update(threshold=float(spec.threshold), n_required=int(spec.n_required))
+    return Claim(**statement, source=source, paper_value=spec.paper_value, ours=float(out.ours),
+                 ci_low=float(out.ci_low), ci_high=float(out.ci_high), n=out.n, note=note)
 
 
 def claims_table(results_root: str | Path, n_boot: int = 2000, level: float = 0.95, seed: int = 0,

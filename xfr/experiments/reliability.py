@@ -79,8 +79,7 @@ def chosen_defaults(summ: pd.DataFrame, scoring: str, cap: int, floor: int = 500
     """The mask count each (task, method) uses by default: the N that reaches the target under
     ``scoring``, rounded up to a multiple of 100 and at least ``floor`` (the papers' 500);
     ``None`` when it exceeds ``cap`` passes (the method is then reported unstable)."""
-    s = summ[summ.scoring == scoring] if "lime" not in set(summ.method) else summ[
-        (summ.scoring == scoring) | (summ.method == "lime")]
+    s = summ[(summ.scoring == scoring) | (summ.method == "lime")]  # LIME's map has no scoring
     rows = []
     for r in s.itertuples():
         need = r.masks_for_target
@@ -275,9 +274,3 @@ def confident_faces(model, table: pd.DataFrame, cls: str, n: int, n_candidates: 
         raise ValueError(f"only {len(out)} of the first {len(sub)} {cls!r} faces are classified "
                          f"correctly; raise n_candidates")
     return out.reset_index(drop=True)
-
-
-def load(path) -> Tensor:
-    from ..io import load_image
-
-    return load_image(path)
