@@ -173,7 +173,10 @@ def yolo_detections(model, conf: float = 0.001, **predict_kwargs) -> Callable[[T
     kwargs.update(predict_kwargs)
 
     def run(images: Tensor) -> list[DetectionList]:
+        threads = torch.get_num_threads()
         results = model(to_ultralytics(_as_batch(images)), **kwargs)
+        if torch.get_num_threads() != threads:  # ultralytics' select_device() lowers it for good
+            torch.set_num_threads(threads)
         out = []
         for r in results:
             b = r.boxes

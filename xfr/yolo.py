@@ -83,6 +83,18 @@ def _require_ultralytics():
         raise ImportError("ultralytics is required for the YOLO detector: pip install -e .") from err
 
 
+def keep_torch_threads() -> int:
+    """Make ultralytics keep this process's torch thread count: its ``select_device()``, which
+    every new predictor and validator calls, sets torch's count to its ``NUM_THREADS``
+    (cores - 1: 1 on a 2-core machine) for the rest of the process, so that every model run after
+    a YOLO prediction ran on one core. Returns the count kept."""
+    import ultralytics.utils.torch_utils as yolo_torch_utils
+
+    threads = torch.get_num_threads()
+    yolo_torch_utils.NUM_THREADS = threads
+    return threads
+
+
 # ----------------------------------------------------------------------------- weights
 def _build(model_yaml: str, names: Mapping[int, str] | list[str], imgsz: int):
     """An ``ultralytics.YOLO`` wrapper around a fresh ``DetectionModel(model_yaml, nc)``."""
@@ -91,6 +103,7 @@ def _build(model_yaml: str, names: Mapping[int, str] | list[str], imgsz: int):
     from ultralytics.cfg import DEFAULT_CFG_DICT
     from ultralytics.nn.tasks import DetectionModel
 
+    keep_torch_threads()
     names = dict(enumerate(names)) if isinstance(names, (list, tuple)) else \
         {int(k): str(v) for k, v in dict(names).items()}
     # ultralytics leaves these attributes unannotated (initialised to None, {} or a str), so

@@ -74,6 +74,25 @@ def test_weights_round_trip_without_pickle(tiny_detector, tmp_path):
         assert torch.equal(ba, bb) and torch.equal(sa, sb) and torch.equal(ca, cb)
 
 
+def test_predicting_keeps_the_torch_thread_count(tiny_detector):
+    # ultralytics' select_device() would set it to cores - 1 for the rest of the process (1 on a
+    # 2-core machine: every model after the first YOLO prediction then ran on one core)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        tiny_detector([np.zeros((40, 48, 3), dtype=np.uint8)], verbose=False, imgsz=64)
+        assert torch.get_num_threads() == 2
+        fresh = Y._build("yolov5n.yaml", list(MD.CLASSES), imgsz=64)  # its predictor is not set up yet
+        torch.set_num_threads(3)  # as if ultralytics had not been told: the adapter restores the count
+        import ultralytics.utils.torch_utils as yolo_torch_utils
+        yolo_torch_utils.NUM_THREADS = 1
+        M.detections_at(fresh, 64)(torch.rand(1, 3, 40, 48))
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+        Y.keep_torch_threads()
+
+
 def test_load_detector_errors(tiny_detector, tmp_path):
     with pytest.raises(FileNotFoundError, match="mask_train"):
         Y.load_detector(tmp_path / "missing")

@@ -160,3 +160,26 @@ def test_directions_are_declared_once_on_the_function_objects():
     assert not hasattr(insertion, "higher_is_better") and deletion.higher_is_better is False
     for info in registry.values():
         assert info.function.directions[info.field] is info.higher_is_better
+
+
+@pytest.mark.parametrize("curve", [deletion, insertion])
+@pytest.mark.parametrize("threshold", [0.5, 0.05, 0.95, 2.0])
+def test_stop_at_flip_gives_the_whole_curves_flip_for_fewer_passes(curve, threshold):
+    image, f, saliency, _ = square_setup()
+    saliency = saliency + 0.3 * torch.rand(H, W, generator=torch.Generator().manual_seed(2))
+    whole = curve(f, image, saliency, threshold=threshold, step=0.01, fill=0.0)
+    counted = CountingScore(f)
+    early = curve(counted, image, saliency, threshold=threshold, step=0.01, fill=0.0, batch_size=7,
+                  stop_at_flip=True)
+    assert early.flip_index == whole.flip_index
+    assert early.flip_fraction == whole.flip_fraction or (math.isnan(early.flip_fraction)
+                                                         and math.isnan(whole.flip_fraction))
+    scored = ~np.isnan(early.scores)
+    np.testing.assert_allclose(early.scores[scored], whole.scores[scored], rtol=1e-6)
+    assert early.n_forward == counted.n_forward == scored.sum()
+    if whole.flipped and whole.flip_index < len(whole.scores) - 1:
+        assert early.n_forward < whole.n_forward and math.isnan(early.auc)
+    else:
+        assert early.auc == pytest.approx(whole.auc)
+    with pytest.raises(ValueError, match="needs a threshold"):
+        curve(f, image, saliency, stop_at_flip=True)

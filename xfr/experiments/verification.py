@@ -178,13 +178,16 @@ def explain_face(f, image: Tensor, minplus_step: int | None, minplus_t_max: int,
 
 
 def flip_metrics(f, image: Tensor, smap: Tensor, threshold: float, step: float,
-                 batch_size: int = 64) -> dict:
+                 batch_size: int = 64, stop_at_flip: bool = False) -> dict:
     """S-RISE §3.3 deletion / insertion (mean-value fill) of one map: flip fractions (1.0 when
-    the decision never flips, flagged in ``*_flipped``) and the curves' AUCs."""
+    the decision never flips, flagged in ``*_flipped``) and the curves' AUCs (NaN with
+    ``stop_at_flip``, which scores each curve only up to its flip)."""
     from ..metrics import deletion, insertion
 
-    d = deletion(f, image, smap, threshold=threshold, step=step, fill="mean", batch_size=batch_size)
-    i = insertion(f, image, smap, threshold=threshold, step=step, fill="mean", batch_size=batch_size)
+    d = deletion(f, image, smap, threshold=threshold, step=step, fill="mean", batch_size=batch_size,
+                 stop_at_flip=stop_at_flip)
+    i = insertion(f, image, smap, threshold=threshold, step=step, fill="mean", batch_size=batch_size,
+                  stop_at_flip=stop_at_flip)
     return {
         "deletion": d.flip_fraction if d.flipped else 1.0, "deletion_flipped": d.flipped,
         "insertion": i.flip_fraction if i.flipped else 1.0, "insertion_flipped": i.flipped,
@@ -196,7 +199,7 @@ def flip_metrics(f, image: Tensor, smap: Tensor, threshold: float, step: float,
 def run_table1(embedder, faces: AlignedFaces, triplets, counts: Sequence[int], threshold: float,
                size: int, step: float, n_patches: int = 100, kernel: int = 40, sigma: float = 7.0,
                seed: int = 0, batch_size: int = 64, centered: bool = True,
-               random_baseline: bool = True, patches: str = "keep"
+               random_baseline: bool = True, patches: str = "keep", stop_at_flip: bool = False
                ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """S-RISE Table 1 on matching pairs: for each triplet the probe's S-RISE map against the mate
     (s_i^p of §3.2.2, black fill) for every mask count (one run, prefix sums), then deletion and
@@ -205,6 +208,9 @@ def run_table1(embedder, faces: AlignedFaces, triplets, counts: Sequence[int], t
     Variants (column ``variant``): "s-rise" (the paper's map, raw scoring), "s-rise-centered"
     (the same run's centred map, see :func:`srise_prefix_maps`; when ``centered``) and "random" (a uniformly
     random pixel order, the floor any map should beat; ``masks`` = 0; when ``random_baseline``).
+
+    ``stop_at_flip``: each curve scored only up to its flip (Table 1 reports flips only; the AUCs
+    and the curves' later points are then NaN).
 
     Returns (per triplet, variant and count: flip fractions and AUCs; curves in long format:
     variant, masks, curve, fraction, score, triplet; {(variant, count): probe map of the first
@@ -227,7 +233,7 @@ def run_table1(embedder, faces: AlignedFaces, triplets, counts: Sequence[int], t
         for variant, c, smap in todo:
             if t == 0:
                 first_maps[(variant, c)] = smap
-            m = flip_metrics(f, x, smap, threshold, step, batch_size)
+            m = flip_metrics(f, x, smap, threshold, step, batch_size, stop_at_flip)
             rows.append({"triplet": t, "probe": Path(probe).name, "mate": Path(mate).name,
                          "patches": patches, "variant": variant, "masks": c, "similarity": score,
                          **{k: v for k, v in m.items() if not isinstance(v, np.ndarray)},

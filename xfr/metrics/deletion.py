@@ -117,17 +117,22 @@ class CurveResult:
         return self.flip_index is not None
 
 
-def _curve(f, image, saliency, mode, threshold, step, fill, batch_size, progress) -> CurveResult:
+def _curve(f, image, saliency, mode, threshold, step, fill, batch_size, progress,
+           stop_at_flip: bool = False) -> CurveResult:
     image = check_image(image)
     sal = as_map(saliency)
     if sal.shape != tuple(image.shape[-2:]):
         raise ValueError(f"saliency map {sal.shape} must match the image size {tuple(image.shape[-2:])}")
     n = sal.size
     counts = step_counts(n, step)
+    fractions = counts / n
+    if stop_at_flip:
+        if threshold is None:
+            raise ValueError("stop_at_flip needs a threshold: the flip is where the decision changes")
+        return _curve_to_flip(f, image, sal, counts, mode, threshold, fill, batch_size)
     masks = SaliencyOrderMasks(sal, counts, mode)
     res = perturb(f, image, masks, fill=fill, batch_size=batch_size, progress=progress, desc=mode)
     scores = res.scores.numpy().astype(np.float64)
-    fractions = counts / n
     flip = decision_flip(scores, threshold, mode) if threshold is not None else None
     return CurveResult(
         mode=mode,
@@ -139,6 +144,45 @@ def _curve(f, image, saliency, mode, threshold, step, fill, batch_size, progress
         auc=curve_auc(fractions, scores),
         n_forward=res.n_forward,
     )
+
+
+FLIP_CHUNK = 16  # curve points scored per pass when stopping at the flip
+
+
+def _curve_to_flip(f, image, sal, counts, mode, threshold, fill, batch_size) -> CurveResult:
+    """The curve scored chunk by chunk (:data:`FLIP_CHUNK` points) from its start until the
+    decision flips: the same flip as the whole curve (the points before it are the same), fewer
+    forward passes; points after the flip are NaN and so is the AUC. Insertion first scores its
+    last point (the full image), whose decision is the target."""
+    k = len(counts)
+    scores = np.full(k, np.nan)
+    n_forward = 0
+    if mode == "insertion":
+        last = perturb(f, image, SaliencyOrderMasks(sal, counts[-1:], mode), fill=fill, batch_size=1)
+        scores[-1] = float(last.scores[0])
+        n_forward += last.n_forward
+        target = scores[-1] >= threshold
+    flip = None
+    start = 0
+    chunk = max(1, min(FLIP_CHUNK, int(batch_size)))
+    while start < k and flip is None:
+        stop = min(k, start + chunk)
+        res = perturb(f, image, SaliencyOrderMasks(sal, counts[start:stop], mode), fill=fill,
+                      batch_size=batch_size)
+        scores[start:stop] = res.scores.numpy().astype(np.float64)
+        n_forward += res.n_forward
+        if mode == "deletion":
+            target = not scores[0] >= threshold
+        hits = np.flatnonzero((scores[start:stop] >= threshold) == target)
+        if len(hits):
+            flip = start + int(hits[0])
+        start = stop
+    fractions = counts / sal.size
+    return CurveResult(mode=mode, fractions=fractions, scores=scores, threshold=threshold,
+                       flip_index=flip,
+                       flip_fraction=float(fractions[flip]) if flip is not None else float("nan"),
+                       auc=float("nan") if flip is not None and flip < k - 1 else curve_auc(fractions, scores),
+                       n_forward=n_forward)
 
 
 @declares('deletion_flip', higher=False, field='flip_fraction',
@@ -154,6 +198,7 @@ def deletion(
     fill: Fill = "mean",
     batch_size: int = 64,
     progress: bool = False,
+    stop_at_flip: bool = False,
 ) -> CurveResult:
     """Deletion curve of one image: the most salient pixels are replaced by ``fill`` step by step.
 
@@ -162,8 +207,10 @@ def deletion(
     (NaN when it never does); ``fill="mean"`` is the paper's mean-value replacement. ``auc`` is
     the Petsiuk et al. deletion AUC (lower is better; they delete to black, ``fill=0``). The flip
     is resolved to the step size: the true count lies in (counts[k-1], counts[k]].
+    ``stop_at_flip`` (needs ``threshold``) scores the curve only up to the flip: the same flip
+    for fewer passes, NaN scores after it and a NaN ``auc``.
     """
-    return _curve(f, image, saliency, "deletion", threshold, step, fill, batch_size, progress)
+    return _curve(f, image, saliency, "deletion", threshold, step, fill, batch_size, progress, stop_at_flip)
 
 
 @declares('insertion_flip', higher=False, field='flip_fraction',
@@ -179,13 +226,15 @@ def insertion(
     fill: Fill = "mean",
     batch_size: int = 64,
     progress: bool = False,
+    stop_at_flip: bool = False,
 ) -> CurveResult:
     """Insertion curve: start from the ``fill`` image and add the most salient pixels step by step.
 
     S-RISE §3.3: ``flip_fraction`` = #added / #all pixels at the first step whose decision equals
     the full image's (0 if the fill image already has it). ``auc`` is the Petsiuk et al. insertion
-    AUC (higher is better; they insert onto a blurred copy, ``fill="blur"``).
+    AUC (higher is better; they insert onto a blurred copy, ``fill="blur"``). ``stop_at_flip``:
+    as in :func:`deletion` (one more pass, for the full image's decision).
     """
-    return _curve(f, image, saliency, "insertion", threshold, step, fill, batch_size, progress)
+    return _curve(f, image, saliency, "insertion", threshold, step, fill, batch_size, progress, stop_at_flip)
 
 

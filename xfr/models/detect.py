@@ -104,6 +104,9 @@ class MTCNNDetector(nn.Module):
         self.min_face_size = min_face_size
         self.thresholds = list(thresholds)
         self.factor = factor
+        # the zoo's MTCNN whatever its pyramid settings: backend="auto" takes its measured path
+        # (xfr.models.backends.AUTO) as for ``xfr.models.load("mtcnn")``
+        self.registry_name = "mtcnn"
 
     @property
     def device(self) -> torch.device:
