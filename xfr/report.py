@@ -80,11 +80,16 @@ def write_csv(out_dir: str | Path, name: str, frame: pd.DataFrame) -> Path:
 
 
 def savefig(fig, figs_dir: str | Path, name: str, dpi: int = 110) -> Path:
+    """Save ``fig`` as ``figs_dir/name``, close it, and show the saved file inline when running
+    in a notebook kernel (:func:`xfr.viz.display_saved`)."""
     import matplotlib.pyplot as plt
+
+    from .viz import display_saved
 
     path = Path(figs_dir) / name
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
+    display_saved(path)
     return path
 
 

@@ -167,7 +167,24 @@ def side_by_side(panels: Sequence[Sequence[tuple[str, np.ndarray]]], path: str |
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")  # keeps the suptitle clear of the captions
     plt.close(fig)
+    display_saved(path)
     return path
+
+
+def display_saved(path: str | Path) -> None:
+    """Show the PNG at ``path`` inline when this runs in a Jupyter kernel (the pipeline's
+    papermill notebooks: their executed copies and HTML then carry every figure next to the cell
+    that made it); nothing anywhere else (scripts, tests, the CLI)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the notebook dependencies
+        return
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return
+    from IPython.display import Image, display
+
+    display(Image(filename=str(path)))
 
 
 def image_panel(image) -> np.ndarray:
