@@ -3,7 +3,7 @@
 Examples::
 
     xfr explain --task verification --method minplus probe.jpg reference.jpg -o map.png
-    xfr explain --task expression --class happy face.jpg -o map.png
+    xfr explain --task expression --class happy --no-align fer_crop.png -o map.png
     xfr explain --task gender --class woman face.jpg -o map.png --method rise -p n_masks=1000
     xfr explain --task detection --method rise-gauss photo.jpg -o map.png [--box x1 y1 x2 y2]
 
@@ -18,7 +18,11 @@ stage found to reach a seed-to-seed Spearman of 0.9 on the task (``DEFAULT_MASKS
 n_masks=...`` overrides) and print the map's split-half reliability (the Spearman of the maps of
 the even and the odd masks, stepped up to all masks; an estimate of the Spearman between two
 seeds, at no extra cost). Below 0.9 the map is flagged ``unstable`` in the output and under the
-picture. ``--raw map.npy`` saves the float32 map.
+picture. ``--raw map.npy`` saves the float32 map. ``--help-params`` lists each method's ``-p``
+keys with their defaults.
+
+Every argument, ``-p`` key and path is checked before any model loads; a user error prints one
+line ``error: ...`` and exits with code 2 (nothing written).
 """
 from __future__ import annotations
 
@@ -50,9 +54,155 @@ DEFAULT_MASKS: dict[str, dict[str, int | None]] = {
     "verification": {"rise": 2000, "rise-gauss": 700, "s-rise keep": 1500, "s-rise remove": 2300},
     "expression": {"lime": 500, "lime-map": 2000, "rise": 4300, "rise-gauss": 1000, "s-rise keep": 7100, "s-rise remove": 5500},
     "detection": {"rise": 3100, "rise-gauss": 1600},
-    "masks": {"rise": 2400, "rise-gauss": 1500},
+    "masks": {"rise": 2000, "rise-gauss": 1500},
 }
 TASK_MEASURED_AS = {"gender": "expression"}  # gender uses the expression model family's counts
+
+
+class CliError(ValueError):
+    """A user error: ``main`` prints ``error: <message>`` (one line) and returns 2."""
+
+
+# The -p keys the CLI's own options own; the explainers' other arguments that cannot be given
+# as text (arrays), per method.
+OPTION_KEYS = {"batch_size": "--batch-size", "progress": "--progress / --quiet"}
+NOT_FROM_TEXT = {"segments"}
+# -p keys whose value counts something: an int >= 1
+COUNT_KEYS = {"n_masks", "n_samples", "n_blobs", "n_patches", "t_max", "patch", "stride", "kernel",
+              "num_features", "s", "step", "width"}
+MIN_IMAGE_SIDE = 16
+
+
+def method_function(method: str) -> Callable:
+    """The explainer a method name runs (LIME and LIME-map: :func:`xfr.explain.lime.lime_explain`)."""
+    from . import explain as ex
+    from .explain.lime import lime_explain
+
+    if method in ("lime", "lime-map"):
+        return lime_explain
+    if method == "xmaps":
+        return ex.xmaps
+    return cast("Callable", ex.SINGLE_IMAGE_METHODS[method])
+
+
+def method_params(method: str) -> dict[str, tuple]:
+    """The ``-p`` keys ``method`` accepts: {key: (default, annotation)}."""
+    import inspect
+
+    skip = {"f", "image", "embedder", "image1", "image2", *OPTION_KEYS, *NOT_FROM_TEXT}
+    if method == "lime-map":
+        skip |= {"num_features", "kernel_width"}  # LIME's linear model; LIME-map has none
+    out = {}
+    for name, par in inspect.signature(method_function(method)).parameters.items():
+        if name in skip or par.kind in (par.VAR_KEYWORD, par.VAR_POSITIONAL):
+            continue
+        default = None if par.default is inspect.Parameter.empty else par.default
+        out[name] = (default, str(par.annotation).replace("'", ""))
+    return out
+
+
+def params_help() -> str:
+    lines = ["-p KEY=VALUE keys per method (default):"]
+    for method in METHODS:
+        keys = ", ".join(f"{k}={d!r}" for k, (d, _) in method_params(method).items())
+        lines.append(f"  {method}: {keys}")
+    lines.append("Random methods: n_masks (n_samples for lime, lime-map) defaults to the count the "
+                 "reliability stage measured per task (DEFAULT_MASKS), not the value above.")
+    return "\n".join(lines)
+
+
+def check_params(method: str, params: dict) -> dict:
+    """``params`` checked against ``method``'s arguments: known keys, values of the annotated
+    type (int, float, bool, str), counts >= 1. The explainer checks the rest when it runs."""
+    accepted = method_params(method)
+    for key, value in params.items():
+        if key in OPTION_KEYS:
+            raise CliError(f"-p {key}=... is an option here: use {OPTION_KEYS[key]}")
+        if key not in accepted:
+            raise CliError(f"{method} has no parameter {key!r}; it accepts: {', '.join(accepted)} "
+                           f"(xfr explain --help-params)")
+        kind = accepted[key][1]
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if key in COUNT_KEYS and not (is_int and value >= 1):
+            raise CliError(f"-p {key} must be an integer >= 1, got {value!r}")
+        if kind == "int" and not (is_int and value >= 0):
+            raise CliError(f"-p {key} must be an integer >= 0, got {value!r}")
+        if kind == "float" and not (is_int or isinstance(value, float)):
+            raise CliError(f"-p {key} must be a number, got {value!r}")
+        if kind == "bool" and not isinstance(value, bool):
+            raise CliError(f"-p {key} must be true or false, got {value!r}")
+        if kind == "str" and not isinstance(value, str):
+            raise CliError(f"-p {key} must be a word, got {value!r}")
+    return params
+
+
+def check_image_file(path: str) -> None:
+    """A readable image of at least MIN_IMAGE_SIDE px a side, or a CliError that says why."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.exists():
+        raise CliError(f"image file not found: {path}")
+    if not p.is_file():
+        raise CliError(f"not a file: {path}")
+    if p.stat().st_size == 0:
+        raise CliError(f"{path} is empty (0 bytes)")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            size = im.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise CliError(f"{path} is not a readable image ({err})") from None
+    if min(size) < MIN_IMAGE_SIDE:
+        raise CliError(f"{path} is {size[0]}x{size[1]} px; a face needs at least "
+                       f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}")
+
+
+def check_output(path: str | None, suffix: str, what: str) -> None:
+    if path is None:
+        return
+    p = Path(path)
+    if suffix and p.suffix.lower() != suffix:
+        raise CliError(f"{what} {path} must end in {suffix}")
+    if not p.parent.is_dir():
+        raise CliError(f"the folder of {what} {path} does not exist: {p.parent} (create it first)")
+
+
+def check_args(args) -> dict:
+    """Every argument checked before any model loads; returns the -p parameters."""
+    n_images = 2 if args.task == "verification" else 1
+    if len(args.images) != n_images:
+        want = "two images: PROBE REFERENCE" if n_images == 2 else "one image"
+        raise CliError(f"{args.task} needs {want}, got {len(args.images)}")
+    if args.method == "xmaps" and args.task != "verification":
+        raise CliError("xmaps explains a verification pair (--task verification)")
+    for path in args.images:
+        check_image_file(path)
+    check_output(args.output, ".png", "--output")
+    check_output(args.raw, ".npy", "--raw")
+    check_output(args.save_map, "", "--save-map")
+    if args.model is not None:
+        from .models import available
+
+        if args.model not in available():
+            raise CliError(f"unknown model {args.model!r}; available: {', '.join(available())}")
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.seed < 0:
+        raise CliError(f"--seed must be >= 0, got {args.seed}")
+    if not 0.0 < args.iou <= 1.0:
+        raise CliError(f"--iou must be in (0, 1], got {args.iou}")
+    if args.context < 0:
+        raise CliError(f"--context must be >= 0, got {args.context}")
+    if args.window_size < MIN_IMAGE_SIDE:
+        raise CliError(f"--window-size must be >= {MIN_IMAGE_SIDE}, got {args.window_size}")
+    if args.box is not None and not (args.box[2] > args.box[0] and args.box[3] > args.box[1]):
+        raise CliError(f"--box must be X1 Y1 X2 Y2 with X2 > X1 and Y2 > Y1, got {args.box}")
+    if args.cls is not None and args.task not in ("expression", "gender"):
+        raise CliError(f"--class is for expression and gender, not {args.task}")
+    if args.task in ("expression", "gender") and args.cls is None:
+        raise CliError(f"--class is required for {args.task}")
+    return check_params(args.method, _params(args.param))
 
 
 def _parse_value(text: str):
@@ -72,34 +222,41 @@ def _params(items: list[str]) -> dict:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise ValueError(f"--param expects KEY=VALUE, got {item!r}")
+            raise CliError(f"--param expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         out[key.strip()] = _parse_value(value.strip())
     return out
 
 
-def _load_face(path: Path, template: str | None, mtcnn):
-    """The image of ``path`` aligned onto ``template`` (None: as it is)."""
+def _load_face(path: Path, template: str | None, mtcnn, size: int | None = None):
+    """The image of ``path`` aligned onto ``template``; None: as it is, resized to ``size``
+    (the model's input) when given."""
+    import torch.nn.functional as F
+
     from .io import load_image
     from .models.align import NoFaceError, detect_and_align
 
     if template is None:
-        return load_image(path)
+        image = load_image(path)
+        if size is not None and tuple(image.shape[1:]) != (size, size):
+            image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False,
+                                  antialias=True)[0].clamp(0, 1)
+        return image
     try:
         return detect_and_align(load_image(path), template, mtcnn=mtcnn, select="largest")
     except NoFaceError:
-        raise SystemExit(f"error: MTCNN found no face in {path}; use --no-align to explain the "
-                         f"image as it is") from None
+        raise CliError(f"MTCNN found no face in {path}; if it is already a cropped, upright face, "
+                       f"add --no-align to explain the image as it is") from None
 
 
 def _class_index(classes, name: str) -> int:
     classes = list(classes)
     if name is None:
-        raise SystemExit(f"error: --class is required for this task; one of {classes}")
+        raise CliError(f"--class is required for this task; one of {classes}")
     if name.isdigit() and int(name) < len(classes):
         return int(name)
     if name not in classes:
-        raise SystemExit(f"error: unknown class {name!r}; the model's classes are {classes}")
+        raise CliError(f"unknown class {name!r}; the model's classes are {classes}")
     return classes.index(name)
 
 
@@ -107,58 +264,60 @@ def explain_command(args) -> int:
     import torch
 
     from . import explain as ex
-    from . import viz
     from .models import load
     from .models.backends import accelerated
     from .score import attribute_score, detection_score, verification_score
 
-    for path in args.images:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"image file not found: {path}")
-    params = _params(args.param)
-    common = {"batch_size": args.batch_size, "progress": args.progress}
+    params = check_args(args)  # before any model loads
+    progress = bool(args.progress or (not args.quiet and sys.stderr.isatty()))
+    common = {"batch_size": args.batch_size, "progress": progress}
     if args.method in RANDOM_METHODS and "seed" not in params:
         params["seed"] = args.seed
     model_name = args.model or DEFAULT_MODELS[args.task]
     mtcnn = cast("MTCNNDetector", load("mtcnn"))
     images = args.images
-    overlay_on = None
 
     if args.task == "verification":
-        if len(images) != 2:
-            raise SystemExit("error: verification needs two images: PROBE REFERENCE")
         model = load(model_name)
         template = None if args.no_align else getattr(model, "template", None)
-        probe = _load_face(Path(images[0]), template, mtcnn)
-        ref = _load_face(Path(images[1]), template, mtcnn)
-        if probe.shape != ref.shape:
-            raise SystemExit(f"error: probe {tuple(probe.shape)} and reference {tuple(ref.shape)} "
-                             f"differ in size; align them (drop --no-align)")
+        size = getattr(model, "input_size", None)
+        probe = _load_face(Path(images[0]), template, mtcnn, size)
+        ref = _load_face(Path(images[1]), template, mtcnn, size)
+        if probe.shape != ref.shape:  # --no-align with a model of no fixed input size
+            raise CliError(f"probe {tuple(probe.shape)} and reference {tuple(ref.shape)} differ in "
+                           f"size; crop them to the same size or drop --no-align to align both")
+        decision_text = print_decision(model, model_name, probe, ref, args.backend)
         f = verification_score(model, ref, backend=args.backend)
         image = probe
         if args.method == "xmaps":
             res = ex.xmaps(accelerated(model, args.backend), probe, ref, **params, **common)
             print(f"cosine distance d(probe, reference) = {res.distance:.4f}")
-            print(f"score f(X) = <f_e(X), f_e(Y)> = {1.0 - res.distance:.4f}")
-            out = viz.save_png(viz.blend_hls(probe, res.map1), args.output)
+            print(f"score f(X) = <f_e(X), f_e(Y)> = {1.0 - res.distance:.4f} (cosine similarity the map explains)")
+            print("colours (X-Maps, HLS): hue = the patch's effect (red: removing it lowers the "
+                  "similarity, blue: raises it), lightness = how much")
+            out = explanation_figure(
+                [(f"reference Y\n{Path(images[1]).name}", ref), (f"probe X\n{Path(images[0]).name}", probe)],
+                res.map1, f"xmaps on verification ({model_name}): similarity {1.0 - res.distance:.4f}",
+                f"{decision_text}\nparameters: {_param_text('xmaps', params)}", xmaps=True, path=args.output)
             if args.save_map:
                 torch.save(res.map1, args.save_map)
             if args.raw:
                 _save_raw(res.map1, args.raw)
             print(f"wrote {out}")
             return 0
-        what = "<f_e(X), f_e(Y)>"
+        what = "cosine similarity <f_e(X), f_e(Y)>"
     elif args.task in ("expression", "gender"):
-        if len(images) != 1:
-            raise SystemExit(f"error: {args.task} needs one image")
         model = load(model_name)
         k = _class_index(model.classes, args.cls)
         image = _load_face(Path(images[0]), None if args.no_align else "arcface112", mtcnn)
         f = attribute_score(model, k, backend=args.backend)
+        probs = [float(attribute_score(model, j, backend=args.backend)(image[None])[0])
+                 for j in range(len(model.classes))]  # type: ignore[arg-type]
+        top = max(range(len(probs)), key=probs.__getitem__)
+        print(f"prediction: {model.classes[top]} ({probs[top]:.3f}); explained class: "  # type: ignore[index]
+              f"{model.classes[k]} ({probs[k]:.3f})")  # type: ignore[index]
         what = f"P({model.classes[k]} | X)"  # type: ignore[index]  # plain attribute; stubs type Module.__getattr__ as Tensor | Module
     else:  # detection
-        if len(images) != 1:
-            raise SystemExit("error: detection needs one image")
         from .io import load_image
         from .models.detect import best_face
 
@@ -169,25 +328,23 @@ def explain_command(args) -> int:
             det = mtcnn.detect(image)[0]
             pick = best_face(det)
             if pick is None:
-                raise SystemExit(f"error: MTCNN found no face in {images[0]}; give --box")
+                raise CliError(f"MTCNN found no face in {images[0]}; give the face's box with "
+                               f"--box X1 Y1 X2 Y2 (pixels)")
             box = det.boxes[pick].tolist()
         if args.context > 0:  # explain the detection in its window (xfr.faces.windows.window_for_box)
             from .faces.windows import window_for_box
 
             fw = window_for_box(mtcnn, image, box, args.context, args.window_size, args.iou)
             if fw is None:
-                raise SystemExit(f"error: MTCNN does not find the face {[round(v, 1) for v in box]} again "
-                                 f"in its {args.context}x window; give a larger --context or "
-                                 f"--context 0 (the whole photo)")
+                raise CliError(f"MTCNN does not find the face {[round(v, 1) for v in box]} again "
+                               f"in its {args.context}x window; give a larger --context or "
+                               f"--context 0 (the whole photo)")
             print(f"window {list(fw.rect)} of the photo (x1 y1 x2 y2), resized to "
                   f"{args.window_size} px; the face is {[round(v, 1) for v in fw.box.tolist()]} in it")
             image, box = fw.window, fw.box.tolist()
         f = detection_score(mtcnn, box, iou_threshold=args.iou, backend=args.backend)
         what = f"MTCNN score of box {[round(v, 1) for v in box]}"
-        overlay_on = image
 
-    if args.method == "xmaps":
-        raise SystemExit("error: xmaps explains a verification pair (--task verification)")
     score = float(f(image[None])[0])
     print(f"score f(X) = {what} = {score:.4f}")
     warning = None
@@ -208,19 +365,104 @@ def explain_command(args) -> int:
         # The explainers' signatures differ, so mypy types the dict's values as bare `function`.
         method = cast("Callable[..., Tensor]", ex.SINGLE_IMAGE_METHODS[args.method])
         smap = method(f, image, **params, **common)
-    rgb = viz.overlay(overlay_on if overlay_on is not None else image, smap)
-    if args.task == "detection":  # the explained box on the map, small windows enlarged
-        scale = max(1, 384 // max(rgb.shape[:2]))
-        rgb = viz.draw_box(viz.upscale(rgb, scale), box, scale=scale)
-    if warning:
-        rgb = viz.with_banner(rgb, [warning])
-    out = viz.save_png(rgb, args.output)
+    shown_params = _param_text(args.method, params)
+    if args.task == "verification":
+        panels = [(f"reference Y\n{Path(images[1]).name}", ref), (f"probe X (explained)\n{Path(images[0]).name}", image)]
+        subtitle = f"{decision_text}\nparameters: {shown_params}"
+    elif args.task == "detection":
+        panels = [(f"{Path(images[0]).name}\nexplained box (white)", image)]
+        subtitle = f"parameters: {shown_params}"
+    else:
+        panels = [(Path(images[0]).name, image)]
+        subtitle = f"parameters: {shown_params}"
+    out = explanation_figure(panels, smap, f"{args.method} on {args.task} ({model_name}): {what} = {score:.4f}",
+                             subtitle, box=box if args.task == "detection" else None, warning=warning,
+                             path=args.output)
     if args.save_map:
         torch.save(smap, args.save_map)
     if args.raw:
         _save_raw(smap, args.raw)
     print(f"wrote {out}")
     return 0
+
+
+def print_decision(model, model_name: str, probe, ref, backend: str) -> str:
+    """The model's own verdict on the pair: its distance and threshold where it ships one
+    (dlib: euclidean distance of the raw descriptors, same person below 0.6)."""
+    import torch
+
+    from .models.backends import accelerated
+
+    threshold = getattr(model, "threshold", None)
+    with torch.inference_mode():
+        a, b = accelerated(model, backend)(torch.stack([probe, ref])).float()
+    if threshold is None:
+        text = (f"decision: none ({model_name} ships no verification threshold; the verification "
+                f"stage fits one on LFW)")
+    else:
+        d = float(torch.linalg.vector_norm(a - b))
+        same = d < float(threshold)
+        text = (f"decision: {'SAME person' if same else 'DIFFERENT persons'} ({model_name} euclidean "
+                f"distance {d:.4f} {'<' if same else '>='} its threshold {float(threshold):g})")
+    print(text)
+    return text
+
+
+def explanation_figure(panels, smap, title: str, subtitle: str, *, xmaps: bool = False,
+                       box=None, warning: str | None = None, path: str | Path):
+    """The CLI's picture: the input panels (caption, image [3,H,W]), then the map over the last
+    one with a colour bar whose ends say what they mean; ``box`` drawn on the images
+    (detection); ``warning`` in red under the title; saved as PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib import cm
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Rectangle
+
+    from . import viz
+
+    values = np.asarray(smap.detach().cpu().numpy() if hasattr(smap, "detach") else smap, dtype=np.float64)
+    base = panels[-1][1]
+    if xmaps:
+        shown = viz.blend_hls(base, values)
+        norm, cmap = Normalize(-1.0, 1.0), "RdYlGn"
+        ends = ("-1\ndissimilar", "+1\nsimilar")
+        caption = "X-Maps (HLS: hue = map, lightness = face)"
+    else:
+        shown = viz.overlay(base, values)
+        lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+        norm, cmap = Normalize(lo, hi if hi > lo else lo + 1.0), "jet"
+        ends = (f"{lo:.3g}\nleast salient", f"{hi:.3g}\nmost salient")
+        caption = "saliency map (min-max scaled, jet)"
+    n = len(panels) + 1
+    fig, axes = plt.subplots(1, n, figsize=(3.0 * n + 0.6, 3.9))
+    for ax, (label, img) in zip(axes, [*panels, (caption, None)]):
+        ax.imshow(viz.image_panel(img) if img is not None else shown)
+        ax.set_title(label, fontsize=8)
+        ax.axis("off")
+        if box is not None:
+            x1, y1, x2, y2 = [float(v) for v in box]
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", lw=1.5))
+    bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[-1], fraction=0.046, pad=0.04)
+    bar.set_ticks([float(norm.vmin or 0.0), float(norm.vmax or 0.0)])
+    bar.set_ticklabels(list(ends), fontsize=7)
+    fig.suptitle(title, fontsize=10, y=0.99)
+    fig.text(0.5, 0.90, subtitle, ha="center", va="top", fontsize=7.5)
+    if warning:
+        fig.text(0.5, 0.03, warning, ha="center", va="bottom", fontsize=8.5, color="white",
+                 bbox=dict(facecolor="#960000", edgecolor="none", pad=3))
+    fig.subplots_adjust(top=0.78, bottom=0.12 if warning else 0.04, wspace=0.08)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def _param_text(method: str, params: dict) -> str:
+    """The parameters the method ran with (the rest: its defaults, ``--help-params``)."""
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or f"{method}'s defaults"
 
 
 def _save_raw(smap, path: str) -> None:
@@ -247,11 +489,11 @@ def default_masks(task: str, method: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="xfr", description="Black-box explainable face analysis")
+    ap = ArgumentParser(prog="xfr", description="Black-box explainable face analysis")
     sub = ap.add_subparsers(dest="command", required=True)
     e = sub.add_parser("explain", help="saliency map of one face (or face pair)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    e.add_argument("images", nargs="+", help="PROBE REFERENCE (verification) or IMAGE")
+                       description=__doc__, formatter_class=HelpFormatter)
+    e.add_argument("images", nargs="*", help="PROBE REFERENCE (verification) or IMAGE")
     e.add_argument("--task", choices=sorted(DEFAULT_MODELS), default="verification")
     e.add_argument("--method", choices=METHODS, default="minplus")
     e.add_argument("--model", help="registry name (default per task: "
@@ -265,13 +507,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "around it (0: on the whole photo, every perturbed image a full photo)")
     e.add_argument("--window-size", type=int, default=96,
                    help="detection: side of the window in pixels (the detection stage's 96)")
-    e.add_argument("-o", "--output", required=True, help="PNG of the map overlaid on the face")
+    e.add_argument("-o", "--output", help="PNG of the map overlaid on the face (its folder must exist)")
     e.add_argument("--save-map", help="also save the raw map (torch.save) here")
     e.add_argument("--raw", metavar="MAP.npy", help="also save the raw float32 map (numpy .npy) here")
-    e.add_argument("--no-align", action="store_true", help="do not detect and align the face")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--progress", action="store_true")
+    e.add_argument("--no-align", action="store_true",
+                   help="use the image as it is (a cropped, upright face, e.g. FER-2013), resized to "
+                        "the model's input, instead of detecting and aligning it with MTCNN")
+    e.add_argument("--seed", type=int, default=0, help="seed of the random methods' masks (same seed, same map)")
+    e.add_argument("--batch-size", type=int, default=64,
+                   help="perturbed images per forward pass (memory vs speed; the map does not depend on it)")
+    e.add_argument("--progress", action="store_true", help="show progress bars even when not on a terminal")
+    e.add_argument("--quiet", action="store_true", help="no progress bars (on by default on a terminal)")
+    e.add_argument("--help-params", action="store_true", help="list every method's -p keys and exit")
     e.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
                    help="execution path of the model's forward passes (default: the measured fastest "
                         "per model, xfr.models.backends)")
@@ -281,12 +528,32 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with the CLI's one error style: one line, exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} ({self.prog} --help)\n")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every option's default in its help."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "help_params", False):
+        print(params_help())
+        return 0
     try:
+        if args.command == "explain":
+            if not args.images:
+                raise CliError("give the image(s) to explain: PROBE REFERENCE (verification) or IMAGE")
+            if not args.output:
+                raise CliError("give the output PNG: -o map.png")
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, KeyError) as err:  # CliError, NoFaceError, explainer checks
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 
