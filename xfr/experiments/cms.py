@@ -349,12 +349,17 @@ def cis_example_rows(runs: Mapping[str, CISRun], cms_maps: Mapping[str, Tensor],
 
 
 # ----------------------------------------------------------------------------- Fig. 5 convergence
+N_BOOT = 1000  # bootstrap resamples of the images-needed interval
+
+
 def convergence(runs: Mapping[str, CISRun], face, seed: int = 0,
                 levels: Sequence[float] = (0.95, 0.99)) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per run with >= 2 maps: the :func:`xfr.explain.canonical.cms_convergence` curve and a row
     of split-half Pearson correlation (face pixels), images to converge per level and the
-    Spearman-Brown projection of the images per map needed for each level."""
-    from ..explain.canonical import cms, cms_convergence
+    Spearman-Brown projection of the images per map needed for each level (from the split, and
+    from the variance components with a 95 % bootstrap interval: ``n_needed_<level>``,
+    :func:`xfr.explain.canonical.images_needed`)."""
+    from ..explain.canonical import cms, cms_convergence, images_needed
 
     curves: list[pd.DataFrame] = []
     conv: dict[str, dict[str, float | None]] = {}
@@ -370,9 +375,15 @@ def convergence(runs: Mapping[str, CISRun], face, seed: int = 0,
         a, b = cms([r.maps[i] for i in perm[:half]]), cms([r.maps[i] for i in perm[half:2 * half]])
         fm = face.face_mask
         split = float(np.corrcoef(a[fm].numpy(), b[fm].numpy())[0, 1])
-        conv[k] = dict(n_images=len(r.maps), split_half_pearson=split,
-                       **{f"n_pearson_{lv}": images_to_converge(c, lv) for lv in levels},
-                       **{f"n_split_half_{lv}_projected": spearman_brown_n(split, half, lv) for lv in levels})
+        row: dict[str, float | None] = dict(
+            n_images=len(r.maps), split_half_pearson=split,
+            **{f"n_pearson_{lv}": images_to_converge(c, lv) for lv in levels},
+            **{f"n_split_half_{lv}_projected": spearman_brown_n(split, half, lv) for lv in levels})
+        if len(r.maps) >= 4:  # variance-component projection with its bootstrap interval (claims)
+            for lv in levels:
+                need, low, high = images_needed(r.maps, lv, fm, n_boot=N_BOOT, seed=seed)
+                row[f"n_needed_{lv}"], row[f"n_needed_{lv}_ci_low"], row[f"n_needed_{lv}_ci_high"] = need, low, high
+        conv[k] = row
     return pd.concat(curves, ignore_index=True), pd.DataFrame(conv).T
 
 

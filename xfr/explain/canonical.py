@@ -780,6 +780,47 @@ def images_to_converge(curve: pd.DataFrame, level: float) -> int | None:
     return int(n[first]) if first < len(n) - 1 else None
 
 
+def images_needed(maps, target: float, mask: Tensor | None = None, n_boot: int = 0, seed: int = 0,
+                  level: float = 0.95) -> tuple[float, float, float]:
+    """Images per map at which two CMS maps (eq. 6) of independent images correlate at
+    ``target`` (Pearson over the pixels of ``mask``), from the variance components of ``maps``
+    (the CIS maps of one model): each map is the model's map plus independent noise, so two means
+    of n maps correlate at r(n) = V_s / (V_s + V_n / n), with V_n the mean over pixels of the
+    maps' variance and V_s the pixel variance of their mean less V_n / N; r(n) = target at
+    n = target V_n / ((1 - target) V_s) (the Spearman-Brown projection without a split).
+
+    Returns (n, low, high): with ``n_boot`` > 0 the percentile bootstrap interval over images
+    (resampled with replacement, ``seed``), else NaN. Inf when the mean map has no signal."""
+    x = _as_maps(maps).reshape(len(maps), -1).double()
+    if mask is not None:
+        x = x[:, mask.reshape(-1).bool()]
+    n = len(x)
+    if n < 4:
+        raise ValueError(f"need >= 4 maps to estimate the images needed, got {n}")
+    if not 0 < target < 1:
+        raise ValueError(f"target must be in (0, 1), got {target}")
+    centre = x.mean(0)
+    xc = x - centre  # centred per pixel: the second moments below do not cancel catastrophically
+    sq = xc * xc
+
+    def project(w: Tensor) -> Tensor:  # w [B, N] image weights summing to N per row
+        shift = w @ xc / n  # the resample's mean map minus the sample's
+        var = (w @ sq / n - shift * shift) * n / (n - 1)
+        v_noise = var.mean(1)
+        v_signal = (centre + shift).var(1, unbiased=False) - v_noise / n
+        need = target * v_noise / ((1 - target) * v_signal)
+        return torch.where(v_signal > 0, need, torch.full_like(need, float("inf")))
+
+    point = float(project(torch.ones(1, n, dtype=torch.float64))[0])
+    if n_boot <= 0:
+        return point, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    w = torch.from_numpy(rng.multinomial(n, np.full(n, 1.0 / n), size=int(n_boot)).astype(np.float64))
+    values = torch.cat([project(chunk) for chunk in w.split(64)]).numpy()
+    tail = (1.0 - level) / 2.0
+    return point, float(np.quantile(values, tail)), float(np.quantile(values, 1.0 - tail))
+
+
 def spearman_brown_n(r: float, n: int, target: float) -> float:
     """Images per map at which two independent CMS maps would correlate at ``target``, given that
     two maps of ``n`` images each correlate at ``r`` (split-half): the Spearman-Brown prophecy
