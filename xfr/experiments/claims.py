@@ -477,7 +477,7 @@ CONVERGED_IMAGES = 1000  # "after 1000 images, the CMS is practically unchanged"
 
 def _cms_convergence(run: str) -> Compute:
     """Fig. 5: images per map at which two CMS maps of independent images correlate at 0.99 (the
-    variance-component projection of the cms stage, with its bootstrap interval over images)."""
+    cms stage's split-half projection, with its bootstrap interval over images)."""
     def compute(root: Path, boot: Boot) -> Outcome:
         conv = _get(_json(root, CMS_METRICS), "convergence", where=CMS_METRICS)
         row = _get(conv, run, where=CMS_METRICS)
@@ -491,14 +491,13 @@ def _cms_convergence(run: str) -> Compute:
         bound = lambda v: math.inf if v is None else float(v)  # noqa: E731  (None: inf, no signal)
         return Outcome(float(need), bound(row["n_needed_0.99_ci_low"]), bound(row["n_needed_0.99_ci_high"]),
                        int(row["n_images"]),
-                       f"{int(row['n_images'])} images; variance-component projection, 95 % bootstrap over images "
-                       f"(split-half projection {row.get('n_split_half_0.99_projected') or math.inf:.0f}, split-half Pearson "
-                       f"{row['split_half_pearson']:.3f})")
+                       f"{int(row['n_images'])} images; split-half Spearman-Brown projection (mean of 100 splits), "
+                       f"95 % bootstrap over images")
     return compute
 
 
 CONVERGENCE_RUNS = {"verification_lfw": "dlib-resnet on LFW", "expression_fer2013": "mini-Xception on FER-2013",
-                    "gender_mini_celeba": "gender mini-Xception on CelebA"}
+                    "gender_mini_utkface": "gender mini-Xception on UTKFace"}
 
 
 CMS_RANDOMIZATION = "results/cms/cms_randomization.csv"

@@ -356,8 +356,8 @@ def convergence(runs: Mapping[str, CISRun], face, seed: int = 0,
                 levels: Sequence[float] = (0.95, 0.99)) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per run with >= 2 maps: the :func:`xfr.explain.canonical.cms_convergence` curve and a row
     of split-half Pearson correlation (face pixels), images to converge per level and the
-    Spearman-Brown projection of the images per map needed for each level (from the split, and
-    from the variance components with a 95 % bootstrap interval: ``n_needed_<level>``,
+    Spearman-Brown projection of the images per map needed for each level (from one split, and
+    averaged over 100 splits with a 95 % bootstrap interval over images: ``n_needed_<level>``,
     :func:`xfr.explain.canonical.images_needed`)."""
     from ..explain.canonical import cms, cms_convergence, images_needed
 
@@ -379,7 +379,7 @@ def convergence(runs: Mapping[str, CISRun], face, seed: int = 0,
             n_images=len(r.maps), split_half_pearson=split,
             **{f"n_pearson_{lv}": images_to_converge(c, lv) for lv in levels},
             **{f"n_split_half_{lv}_projected": spearman_brown_n(split, half, lv) for lv in levels})
-        if len(r.maps) >= 4:  # variance-component projection with its bootstrap interval (claims)
+        if len(r.maps) >= 4:  # the projection averaged over splits, with its bootstrap interval (claims)
             for lv in levels:
                 need, low, high = images_needed(r.maps, lv, fm, n_boot=N_BOOT, seed=seed)
                 row[f"n_needed_{lv}"], row[f"n_needed_{lv}_ci_low"], row[f"n_needed_{lv}_ci_high"] = need, low, high

@@ -781,16 +781,19 @@ def images_to_converge(curve: pd.DataFrame, level: float) -> int | None:
 
 
 def images_needed(maps, target: float, mask: Tensor | None = None, n_boot: int = 0, seed: int = 0,
-                  level: float = 0.95) -> tuple[float, float, float]:
+                  level: float = 0.95, n_splits: int = 100) -> tuple[float, float, float]:
     """Images per map at which two CMS maps (eq. 6) of independent images correlate at
-    ``target`` (Pearson over the pixels of ``mask``), from the variance components of ``maps``
-    (the CIS maps of one model): each map is the model's map plus independent noise, so two means
-    of n maps correlate at r(n) = V_s / (V_s + V_n / n), with V_n the mean over pixels of the
-    maps' variance and V_s the pixel variance of their mean less V_n / N; r(n) = target at
-    n = target V_n / ((1 - target) V_s) (the Spearman-Brown projection without a split).
+    ``target`` (Pearson over the pixels of ``mask``), from ``maps`` (the CIS maps of one model):
+    the Pearson r of the CMS maps of two random halves (h images each), averaged over
+    ``n_splits`` splits, projected with Spearman-Brown (:func:`spearman_brown_n`).
 
-    Returns (n, low, high): with ``n_boot`` > 0 the percentile bootstrap interval over images
-    (resampled with replacement, ``seed``), else NaN. Inf when the mean map has no signal."""
+    Returns (n, low, high); with ``n_boot`` > 0 (else NaN) the percentile bootstrap interval
+    over images: each resample draws the images with replacement and splits the *distinct*
+    images into the halves, so that copies of one image never fall in both halves (they would
+    correlate the halves), and projects from each half's effective number of images
+    (sum w)^2 / sum w^2 (copies add no information). Pearson ignores each map's scale, so images
+    whose maps differ only in magnitude do not count as disagreeing (a variance-component
+    estimate would: it gave twice the images on our FER-2013 maps)."""
     x = _as_maps(maps).reshape(len(maps), -1).double()
     if mask is not None:
         x = x[:, mask.reshape(-1).bool()]
@@ -799,26 +802,35 @@ def images_needed(maps, target: float, mask: Tensor | None = None, n_boot: int =
         raise ValueError(f"need >= 4 maps to estimate the images needed, got {n}")
     if not 0 < target < 1:
         raise ValueError(f"target must be in (0, 1), got {target}")
-    centre = x.mean(0)
-    xc = x - centre  # centred per pixel: the second moments below do not cancel catastrophically
-    sq = xc * xc
+    rng = np.random.default_rng(seed)
 
-    def project(w: Tensor) -> Tensor:  # w [B, N] image weights summing to N per row
-        shift = w @ xc / n  # the resample's mean map minus the sample's
-        var = (w @ sq / n - shift * shift) * n / (n - 1)
-        v_noise = var.mean(1)
-        v_signal = (centre + shift).var(1, unbiased=False) - v_noise / n
-        need = target * v_noise / ((1 - target) * v_signal)
-        return torch.where(v_signal > 0, need, torch.full_like(need, float("inf")))
+    def split_r(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """weights [B, N] -> (Pearson r of the two halves' weighted means, the halves' mean
+        effective number of images (sum w)^2 / sum w^2, which the projection needs)."""
+        side = rng.random(weights.shape) < 0.5
+        wa, wb = torch.from_numpy(weights * side), torch.from_numpy(weights * ~side)
+        a = wa @ x / wa.sum(1, keepdim=True).clamp(min=1)
+        b = wb @ x / wb.sum(1, keepdim=True).clamp(min=1)
+        a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+        r = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-300)
+        eff = [w.sum(1) ** 2 / (w * w).sum(1).clamp(min=1) for w in (wa, wb)]
+        return r.numpy(), ((eff[0] + eff[1]) / 2).numpy()
 
-    point = float(project(torch.ones(1, n, dtype=torch.float64))[0])
+    r = float(np.mean(np.concatenate([split_r(np.ones((k, n)))[0] for k in _chunks(n_splits)])))
+    point = spearman_brown_n(r, n // 2, target)
     if n_boot <= 0:
         return point, float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    w = torch.from_numpy(rng.multinomial(n, np.full(n, 1.0 / n), size=int(n_boot)).astype(np.float64))
-    values = torch.cat([project(chunk) for chunk in w.split(64)]).numpy()
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=int(n_boot)).astype(np.float64)
+    values = []
+    for i in range(0, len(counts), 64):
+        rs, effs = split_r(counts[i:i + 64])
+        values += [spearman_brown_n(float(v), max(1, int(round(e))), target) for v, e in zip(rs, effs)]
     tail = (1.0 - level) / 2.0
     return point, float(np.quantile(values, tail)), float(np.quantile(values, 1.0 - tail))
+
+
+def _chunks(total: int, size: int = 64) -> list[int]:
+    return [min(size, total - i) for i in range(0, total, size)]
 
 
 def spearman_brown_n(r: float, n: int, target: float) -> float:
