@@ -454,7 +454,7 @@ def explanation_figure(panels, smap, title: str, subtitle: str, *, xmaps: bool =
     if warning:
         fig.text(0.5, 0.03, warning, ha="center", va="bottom", fontsize=8.5, color="white",
                  bbox=dict(facecolor="#960000", edgecolor="none", pad=3))
-    fig.subplots_adjust(top=0.78, bottom=0.12 if warning else 0.04, wspace=0.08)
+    fig.subplots_adjust(top=0.74 if "\n" in subtitle else 0.78, bottom=0.12 if warning else 0.04, wspace=0.08)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
