@@ -205,24 +205,6 @@ def draw_box(rgb: np.ndarray, box, color=(255, 255, 255), scale: int = 1) -> np.
     return np.asarray(img)
 
 
-def with_banner(rgb: np.ndarray, lines: Sequence[str], color=(255, 255, 255),
-                background=(150, 0, 0), min_width: int = 384) -> np.ndarray:
-    """``rgb`` (uint8 HxWx3) enlarged to at least ``min_width`` px and with ``lines`` of text in
-    a banner under it (e.g. "unstable: seed-to-seed rho = 0.62"), so the warning travels with
-    the picture."""
-    from PIL import Image, ImageDraw
-
-    rgb = np.asarray(rgb, dtype=np.uint8)
-    scale = max(1, -(-min_width // rgb.shape[1]))
-    rgb = upscale(rgb, scale) if scale > 1 else rgb
-    line_h = 14
-    banner = Image.new("RGB", (rgb.shape[1], line_h * len(lines) + 6), tuple(background))
-    draw = ImageDraw.Draw(banner)
-    for i, text in enumerate(lines):
-        draw.text((4, 3 + i * line_h), text, fill=tuple(color))
-    return np.concatenate([rgb, np.asarray(banner)], axis=0)
-
-
 def upscale(rgb: np.ndarray, scale: int) -> np.ndarray:
     return rgb if scale <= 1 else np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
 

@@ -129,7 +129,7 @@ def _curve(f, image, saliency, mode, threshold, step, fill, batch_size, progress
     if stop_at_flip:
         if threshold is None:
             raise ValueError("stop_at_flip needs a threshold: the flip is where the decision changes")
-        return _curve_to_flip(f, image, sal, counts, mode, threshold, fill, batch_size)
+        return _curve_to_flip(f, image, sal, counts, fractions, mode, threshold, fill, batch_size)
     masks = SaliencyOrderMasks(sal, counts, mode)
     res = perturb(f, image, masks, fill=fill, batch_size=batch_size, progress=progress, desc=mode)
     scores = res.scores.numpy().astype(np.float64)
@@ -149,11 +149,12 @@ def _curve(f, image, saliency, mode, threshold, step, fill, batch_size, progress
 FLIP_CHUNK = 16  # curve points scored per pass when stopping at the flip
 
 
-def _curve_to_flip(f, image, sal, counts, mode, threshold, fill, batch_size) -> CurveResult:
-    """The curve scored chunk by chunk (:data:`FLIP_CHUNK` points) from its start until the
-    decision flips: the same flip as the whole curve (the points before it are the same), fewer
-    forward passes; points after the flip are NaN and so is the AUC. Insertion first scores its
-    last point (the full image), whose decision is the target."""
+def _curve_to_flip(f, image, sal, counts, fractions, mode, threshold, fill, batch_size) -> CurveResult:
+    """The curve scored chunk by chunk (:data:`FLIP_CHUNK` points) from its start until
+    :func:`decision_flip` finds the flip in the points scored so far: the same flip as the whole
+    curve (the points before it are the same), fewer forward passes; points after the flip are
+    NaN and so is the AUC. Insertion first scores its last point (the full image), whose decision
+    is the target."""
     k = len(counts)
     scores = np.full(k, np.nan)
     n_forward = 0
@@ -161,23 +162,20 @@ def _curve_to_flip(f, image, sal, counts, mode, threshold, fill, batch_size) -> 
         last = perturb(f, image, SaliencyOrderMasks(sal, counts[-1:], mode), fill=fill, batch_size=1)
         scores[-1] = float(last.scores[0])
         n_forward += last.n_forward
-        target = scores[-1] >= threshold
     flip = None
-    start = 0
     chunk = max(1, min(FLIP_CHUNK, int(batch_size)))
-    while start < k and flip is None:
+    for start in range(0, k, chunk):
         stop = min(k, start + chunk)
         res = perturb(f, image, SaliencyOrderMasks(sal, counts[start:stop], mode), fill=fill,
                       batch_size=batch_size)
         scores[start:stop] = res.scores.numpy().astype(np.float64)
         n_forward += res.n_forward
-        if mode == "deletion":
-            target = not scores[0] >= threshold
-        hits = np.flatnonzero((scores[start:stop] >= threshold) == target)
-        if len(hits):
-            flip = start + int(hits[0])
-        start = stop
-    fractions = counts / sal.size
+        # the prefix, and for insertion the full image's point that sets the target decision
+        seen = scores[:stop] if mode == "deletion" else np.append(scores[:stop], scores[-1])
+        hit = decision_flip(seen, threshold, mode)
+        if hit is not None and hit < stop:
+            flip = hit
+            break
     return CurveResult(mode=mode, fractions=fractions, scores=scores, threshold=threshold,
                        flip_index=flip,
                        flip_fraction=float(fractions[flip]) if flip is not None else float("nan"),
