@@ -231,16 +231,14 @@ def _params(items: list[str]) -> dict:
 def _load_face(path: Path, template: str | None, mtcnn, size: int | None = None):
     """The image of ``path`` aligned onto ``template``; None: as it is, resized to ``size``
     (the model's input) when given."""
-    import torch.nn.functional as F
-
+    from .faces.windows import resize_to
     from .io import load_image
     from .models.align import NoFaceError, detect_and_align
 
     if template is None:
         image = load_image(path)
         if size is not None and tuple(image.shape[1:]) != (size, size):
-            image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False,
-                                  antialias=True)[0].clamp(0, 1)
+            image = resize_to(image, (size, size))
         return image
     try:
         return detect_and_align(load_image(path), template, mtcnn=mtcnn, select="largest")
