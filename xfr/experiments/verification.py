@@ -94,6 +94,22 @@ def make_triplets(table: pd.DataFrame, images: Sequence[Path], n: int, seed: int
     return out
 
 
+def explorer_pairs(table: pd.DataFrame, n: int, seed: int = 0) -> list:
+    """Index labels of the ``n`` pairs of ``table`` the results site's explorer shows maps for:
+    up to ``n // 2`` wrong decisions (lowest C-Score first), then the ``n // 4`` lowest C-Scores
+    among the right decisions, then right decisions drawn at random (``seed``) for the rest."""
+    if n < 0:
+        raise ValueError(f"explorer_pairs must be >= 0, got {n}")
+    wrong = table[~table["correct"]].sort_values("C").index.tolist()[: n // 2]
+    right = table[table["correct"]].sort_values("C")
+    low = right.index.tolist()[: n // 4]
+    rest = [i for i in right.index if i not in low]
+    rng = np.random.default_rng(seed)
+    k = min(len(rest), n - len(wrong) - len(low))
+    drawn = [rest[int(j)] for j in sorted(rng.choice(len(rest), size=k, replace=False))] if k > 0 else []
+    return wrong + low + drawn
+
+
 def failed_verification(table: pd.DataFrame, images: Sequence[Path], threshold: float,
                         seed: int = 0) -> tuple[str, tuple[Path, Path, Path], float]:
     """A triplet for S-RISE Fig. 4 (a failed prediction).
