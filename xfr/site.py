@@ -36,10 +36,8 @@ import numpy as np
 import pandas as pd
 
 from . import gallery as G
-from .assets import REPO_ROOT
 
 SITE_DIR = "site"
-RESOURCES = REPO_ROOT / "xfr" / "resources" / "site"
 VERDICT_ORDER = ("reproduced", "not reproduced", "inconclusive", "inconclusive (n too small)")
 # leaderboard columns: (csv column, header, direction: +1 higher is better, -1 lower, 0 neither)
 METRIC_COLUMNS = [
@@ -333,8 +331,10 @@ def run_site(params: Mapping, out_root: Path) -> dict:
     if site.exists():
         shutil.rmtree(site)
     site.mkdir(parents=True)
-    for name in ("style.css", "site.js"):
-        shutil.copyfile(RESOURCES / name, site / name)
+    from .site_static import SITE_JS, STYLE_CSS
+
+    (site / "style.css").write_text(STYLE_CSS)
+    (site / "site.js").write_text(SITE_JS)
     thumb, quality = int(params["thumbnail_px"]), int(params["jpeg_quality"])
     collections: list[dict] = []
     for stage in params["gallery_stages"]:

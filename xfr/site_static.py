@@ -1,3 +1,39 @@
+"""The results site's stylesheet and script (``xfr.site`` writes them as ``style.css`` and
+``site.js``): plain CSS and JavaScript, no libraries, working from ``file://``."""
+
+STYLE_CSS = """\
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 1.5em 2em; color: #1d1d1f; }
+nav { position: sticky; top: 0; background: #fff; border-bottom: 1px solid #ddd; padding: .5em 0; z-index: 2; }
+nav a { margin-right: 1.2em; text-decoration: none; color: #0b57d0; font-weight: 600; }
+h1 { font-size: 1.6em; margin: .6em 0 .2em; } h2 { margin-top: 1.4em; } h3 { margin: 1.2em 0 .3em; }
+.from { color: #777; font-weight: normal; font-size: .85em; }
+table { border-collapse: collapse; margin: .4em 0 1em; }
+th, td { border: 1px solid #ddd; padding: .25em .5em; vertical-align: top; }
+th { background: #f3f4f6; cursor: pointer; user-select: none; position: sticky; top: 2.4em; }
+th[aria-sort="ascending"]::after { content: " ▲"; } th[aria-sort="descending"]::after { content: " ▼"; }
+td[data-sort] { text-align: right; font-variant-numeric: tabular-nums; }
+#claims td { max-width: 26em; } #claims .note { font-size: .85em; color: #555; max-width: 22em; }
+.stat { font-size: .85em; color: #666; margin-top: .2em; }
+.v-reproduced { background: #e3f5e1; } .v-not-reproduced { background: #fbe3e1; }
+.v-inconclusive { background: #fff6d6; } .v-inconclusive-n-too-small { background: #eeeeee; }
+#tabs button { margin: 0 .3em .3em 0; padding: .35em .8em; border: 1px solid #bbb; background: #f7f7f7; border-radius: 4px; cursor: pointer; }
+#tabs button.active { background: #0b57d0; color: #fff; border-color: #0b57d0; }
+#filters label { margin-right: 1em; white-space: nowrap; } #filters input[type=number] { width: 5.5em; } #filters { margin: .4em 0; }
+#layout { display: flex; gap: 1.2em; align-items: flex-start; }
+#table-wrap { max-height: 80vh; overflow: auto; flex: 0 1 auto; }
+#table-wrap th { top: 0; }
+#items tbody tr { cursor: pointer; } #items tbody tr:hover { background: #f0f5ff; }
+#items tbody tr.selected { background: #dbe7ff; } td.wrong { background: #fbe3e1; }
+#viewer { flex: 1 1 40%; position: sticky; top: 2.8em; min-width: 20em; }
+#viewer dl { display: grid; grid-template-columns: auto 1fr; gap: .1em .8em; margin: .3em 0 .8em; }
+#viewer dt { color: #666; } #viewer dd { margin: 0; }
+.grid { display: flex; flex-wrap: wrap; gap: .6em; }
+figure { margin: 0; width: 150px; } figure img { width: 150px; height: auto; display: block; image-rendering: auto; }
+figcaption { font-size: .78em; color: #333; overflow-wrap: anywhere; } figure.input img { outline: 2px solid #999; }
+.hint { color: #777; font-style: italic; }
+"""
+
+SITE_JS = """\
 // xfr results site: sortable tables, the claims filter and the explorer. No dependencies; works
 // from file:// (the explorer's data comes from data.js as window.XFR_DATA).
 "use strict";
@@ -216,3 +252,4 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   initExplorer();
 });
+"""
