@@ -29,6 +29,21 @@ if [ "$want" != "$have" ]; then
   echo "$want" > .venv/.xfr-installed
 fi
 
+# Headless Chromium for the results site's browser tests (tests/browser.py): Debian's chromium and
+# chromium-driver, installed when missing and this runs as root with apt; otherwise those tests skip
+# and say why.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing Debian's chromium and chromium-driver (browser tests)"
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 ||
+      { apt-get update -qq >/dev/null 2>&1 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; }; } ||
+      echo "setup: could not install chromium; the browser tests will skip" >&2
+  else
+    echo "setup: no chromium/chromedriver; the browser tests will skip (as root: apt-get install chromium chromium-driver)" >&2
+  fi
+fi
+
 # data/: pinned files from the mirror, sha256-checked; then record them in DVC's cache so that
 # `dvc status` / `dvc repro` see data.dvc as up to date.
 .venv/bin/python -m xfr.data

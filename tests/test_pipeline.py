@@ -11,6 +11,7 @@ import nbformat
 import pytest
 import yaml
 
+from tests.browser import check_site
 from xfr.assets import REPO_ROOT
 from xfr.pipeline import code_deps, fill_params, run_notebook, stage_params
 
@@ -124,7 +125,8 @@ def test_stage_runs_with_smoke_params(stage, smoke_root, smoke_params):
     spec = DVC["stages"][stage]
     if stage in NOTEBOOK_STAGES:
         overrides = {"results_root": str(smoke_root)} if "results_root" in PARAMS[stage] else {}
-        executed = run_notebook(stage, smoke_params, smoke_root, overrides=overrides, html=False)
+        # html: the site stage (last) links every rendered notebook
+        executed = run_notebook(stage, smoke_params, smoke_root, overrides=overrides, html=True)
         out = Path(executed).parent
         assert list((out / "figures").glob("*.png")), f"{stage} wrote no figure"
     else:
@@ -138,3 +140,15 @@ def test_stage_runs_with_smoke_params(stage, smoke_root, smoke_params):
             assert (smoke_root / Path(path).relative_to("results")).exists(), f"{stage} did not write {path}"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics, f"{stage} wrote empty metrics"
+
+
+@pytest.mark.slow
+def test_smoke_site_in_browser(smoke_root, tmp_path):
+    """The site the smoke stages built (test_stage_runs_with_smoke_params[site], run before this in
+    the module) in headless Chromium: no console error, links and images resolve, sorting and
+    filtering change the rows, selecting an item shows its maps (tests/browser.py)."""
+    site = smoke_root / "site"
+    if not (site / "index.html").is_file():
+        pytest.skip("the smoke site is built by test_stage_runs_with_smoke_params[site]: run the whole module")
+    done = check_site(site, tmp_path)
+    assert any(d.startswith("LFW pairs: selecting a pair") for d in done)

@@ -202,6 +202,10 @@ def check_args(args) -> dict:
         raise CliError(f"--class is for expression and gender, not {args.task}")
     if args.task in ("expression", "gender") and args.cls is None:
         raise CliError(f"--class is required for {args.task}")
+    if args.cls is not None:
+        classes = model_classes(args.model or DEFAULT_MODELS[args.task])
+        if classes is not None:
+            _class_index(classes, args.cls)  # an unknown class is reported before the model loads
     return check_params(args.method, _params(args.param))
 
 
@@ -245,6 +249,16 @@ def _load_face(path: Path, template: str | None, mtcnn, size: int | None = None)
     except NoFaceError:
         raise CliError(f"MTCNN found no face in {path}; if it is already a cropped, upright face, "
                        f"add --no-align to explain the image as it is") from None
+
+
+def model_classes(model_name: str) -> tuple[str, ...] | None:
+    """The class names of a classifier of the zoo, known without loading its weights (None: not a
+    classifier listed here; its classes are then checked after it loads)."""
+    from .models.human import FACERES_GENDER_CLASSES
+    from .models.xception import FER2013_CLASSES, GENDER_CLASSES
+
+    return {"mini-xception-fer2013": FER2013_CLASSES, "big-xception-fer2013": FER2013_CLASSES,
+            "mini-xception-gender": GENDER_CLASSES, "faceres-gender": FACERES_GENDER_CLASSES}.get(model_name)
 
 
 def _class_index(classes, name: str) -> int:

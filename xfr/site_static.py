@@ -138,7 +138,10 @@ function buildFilters(coll) {
     }
   });
   box.appendChild(el("span", { id: "f-count" }));
-  box.querySelectorAll("input, select").forEach(e => e.addEventListener("input", applyFilters));
+  box.querySelectorAll("input, select").forEach(e => {
+    e.addEventListener("input", applyFilters);
+    e.addEventListener("change", applyFilters);
+  });
 }
 
 function applyFilters() {
@@ -246,8 +249,10 @@ function initExplorer() {
 
 document.addEventListener("DOMContentLoaded", () => {
   if (document.getElementById("claims")) {
-    document.getElementById("verdict-filter").addEventListener("input", filterClaims);
-    document.getElementById("claims-search").addEventListener("input", filterClaims);
+    ["input", "change"].forEach(kind => {
+      document.getElementById("verdict-filter").addEventListener(kind, filterClaims);
+      document.getElementById("claims-search").addEventListener(kind, filterClaims);
+    });
     filterClaims();
   }
   initExplorer();
