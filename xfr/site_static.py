@@ -24,11 +24,11 @@ td[data-sort] { text-align: right; font-variant-numeric: tabular-nums; }
 #table-wrap th { top: 0; }
 #items tbody tr { cursor: pointer; } #items tbody tr:hover { background: #f0f5ff; }
 #items tbody tr.selected { background: #dbe7ff; } td.wrong { background: #fbe3e1; }
-#viewer { flex: 1 1 40%; position: sticky; top: 2.8em; min-width: 20em; }
-#viewer dl { display: grid; grid-template-columns: auto 1fr; gap: .1em .8em; margin: .3em 0 .8em; }
-#viewer dt { color: #666; } #viewer dd { margin: 0; }
+#viewer { flex: 1 1 48%; position: sticky; top: 2.8em; min-width: 20em; max-height: 92vh; overflow: auto; }
+#viewer dl { display: grid; grid-template-columns: repeat(3, auto 1fr); gap: .1em .6em; margin: .3em 0 .8em; }
+#viewer h2 { font-size: 1.15em; margin: .2em 0; } #viewer dt { color: #666; } #viewer dd { margin: 0; }
 .grid { display: flex; flex-wrap: wrap; gap: .6em; }
-figure { margin: 0; width: 150px; } figure img { width: 150px; height: auto; display: block; image-rendering: auto; }
+figure { margin: 0; width: 132px; } figure img { width: 132px; height: auto; display: block; image-rendering: auto; }
 figcaption { font-size: .78em; color: #333; overflow-wrap: anywhere; } figure.input img { outline: 2px solid #999; }
 .hint { color: #777; font-style: italic; }
 """
