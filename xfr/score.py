@@ -122,6 +122,45 @@ def attribute_score(classifier, k: int, backend: str = "auto") -> ScoreFn:
     return f
 
 
+# ----------------------------------------------------------------------------- differentiable
+def gradient_class_score(classifier: nn.Module, k: int) -> ScoreFn:
+    """Eq. 3 with gradients, for the white-box explainers (:mod:`xfr.explain.gradients`): the
+    softmax probability of class ``k`` of the PyTorch ``classifier`` (no exported graph, no
+    ``inference_mode``), on the model's device; the returned scores keep their graph."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"class index k must be a non-negative int, got {k!r}")
+    k = int(k)
+    device = model_device(classifier)
+
+    def f(images: Tensor) -> Tensor:
+        logits = classifier(_as_batch(images).to(device)).float()
+        if logits.dim() != 2 or k >= max(2, logits.shape[1]):
+            raise ValueError(f"class {k} out of range for logits {tuple(logits.shape)}")
+        if logits.shape[1] == 1:
+            p = torch.sigmoid(logits[:, 0])
+            return (p if k == 1 else 1 - p).cpu()
+        return torch.softmax(logits, dim=1)[:, k].cpu()
+
+    return f
+
+
+def gradient_verification_score(embedder: nn.Module, reference_image: Tensor) -> ScoreFn:
+    """Eq. 2 with gradients: the cosine similarity of the PyTorch ``embedder``'s embedding of
+    each image to that of ``reference_image`` [C,H,W] (computed once, without gradient)."""
+    device = model_device(embedder)
+    ref = _as_batch(reference_image)
+    if ref.shape[0] != 1:
+        raise ValueError(f"reference_image must be one image [C,H,W], got {tuple(ref.shape)}")
+    with torch.no_grad():
+        y = F.normalize(embedder(ref.to(device)).float(), dim=-1)[0]
+
+    def f(images: Tensor) -> Tensor:
+        e = F.normalize(embedder(_as_batch(images).to(device)).float(), dim=-1)
+        return (e @ y).cpu()
+
+    return _tagged(f, reference_embedding=y.cpu())
+
+
 # ----------------------------------------------------------------------------- detection
 def box_iou(boxes: Tensor, box: Tensor) -> Tensor:
     """IoU of each of ``boxes`` [K,4] (x1, y1, x2, y2) with one ``box`` [4] -> [K]."""
