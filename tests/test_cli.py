@@ -62,6 +62,9 @@ def _bad_inputs(tmp_path):
         ("unknown class, faceres", ["--task", "gender", "--model", "faceres-gender", "--class", "woman", f,
                                     "-o", out], "the model's classes are ['female', 'male']"),
         ("xmaps off verification", ["--task", "detection", "--method", "xmaps", f, "-o", out], "xmaps explains"),
+        ("gradient on detection", ["--task", "detection", "--method", "gradient", f, "-o", out], "no gradient"),
+        ("-p n_steps=0", ["--task", "expression", "--class", "happy", "--method", "integrated-gradients",
+                          "-p", "n_steps=0", f, "-o", out], "integer >= 1"),
         ("no output", [f, f], "-o map.png"),
         ("bad --box", ["--task", "detection", "--box", "5", "5", "1", "1", f, "-o", out], "--box must be"),
     ]
@@ -182,3 +185,19 @@ def test_cli_expression_and_detection(tmp_path, capsys):
     with Image.open(photo) as src:  # --context 0: the map covers the whole photo
         assert np.load(raw).shape == (src.size[1], src.size[0])
     assert "window" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["gradient", "smoothgrad", "integrated-gradients"])
+def test_cli_gradient_methods_on_an_expression(tmp_path, capsys, method):
+    """The white-box methods run from the CLI on the PyTorch model (xfr.explain.gradients)."""
+    _need_data()
+    face = sorted((DATA_DIR / "fer2013_privatetest" / "happy").glob("*.jpg"))[0]
+    out, raw = tmp_path / "map.png", tmp_path / "map.npy"
+    extra = {"smoothgrad": ["-p", "n_samples=8"], "integrated-gradients": ["-p", "n_steps=16"]}.get(method, [])
+    rc = main(["explain", "--task", "expression", "--class", "happy", "--no-align", "--method", method,
+               *extra, str(face), "-o", str(out), "--raw", str(raw)])
+    assert rc == 0
+    smap = np.load(raw)
+    assert smap.dtype == np.float32 and smap.shape == (48, 48) and float(smap.std()) > 0
+    assert "P(happy | X)" in capsys.readouterr().out

@@ -43,8 +43,10 @@ DEFAULT_MODELS = {
     "gender": "mini-xception-gender",
     "detection": "mtcnn",
 }
+# white-box (gradient) methods: xfr.explain.gradients, on a differentiable score function
+GRADIENT_METHODS = ("gradient", "gradient-x-input", "smoothgrad", "integrated-gradients")
 METHODS = ("minplus", "avg", "occlusion", "lime", "lime-map", "rise", "rise-gauss", "s-rise",
-           "xmaps")
+           "xmaps", *GRADIENT_METHODS)
 RANDOM_METHODS = ("lime", "lime-map", "rise", "rise-gauss", "s-rise")
 # Mask (sample) counts of the random methods per task: results/reliability/defaults.csv, the
 # count at which the reliability stage's seed-to-seed Spearman reaches 0.9 with the centred
@@ -69,7 +71,7 @@ OPTION_KEYS = {"batch_size": "--batch-size", "progress": "--progress / --quiet"}
 NOT_FROM_TEXT = {"segments"}
 # -p keys whose value counts something: an int >= 1
 COUNT_KEYS = {"n_masks", "n_samples", "n_blobs", "n_patches", "t_max", "patch", "stride", "kernel",
-              "num_features", "s", "step", "width"}
+              "num_features", "s", "step", "width", "n_steps"}
 MIN_IMAGE_SIDE = 16
 
 
@@ -82,6 +84,10 @@ def method_function(method: str) -> Callable:
         return lime_explain
     if method == "xmaps":
         return ex.xmaps
+    if method in GRADIENT_METHODS:
+        from .explain.gradients import GRADIENT_EXPLAINERS
+
+        return cast("Callable", GRADIENT_EXPLAINERS[method])
     return cast("Callable", ex.SINGLE_IMAGE_METHODS[method])
 
 
@@ -176,6 +182,9 @@ def check_args(args) -> dict:
         raise CliError(f"{args.task} needs {want}, got {len(args.images)}")
     if args.method == "xmaps" and args.task != "verification":
         raise CliError("xmaps explains a verification pair (--task verification)")
+    if args.method in GRADIENT_METHODS and args.task == "detection":
+        raise CliError(f"{args.method} needs a differentiable score; the detection score (a matched, "
+                       f"non-maximum-suppressed box) has no gradient: use a black-box method")
     for path in args.images:
         check_image_file(path)
     check_output(args.output, ".png", "--output")
@@ -283,7 +292,7 @@ def explain_command(args) -> int:
     params = check_args(args)  # before any model loads
     progress = bool(args.progress or (not args.quiet and sys.stderr.isatty()))
     common = {"batch_size": args.batch_size, "progress": progress}
-    if args.method in RANDOM_METHODS and "seed" not in params:
+    if (args.method in RANDOM_METHODS or args.method == "smoothgrad") and "seed" not in params:
         params["seed"] = args.seed
     model_name = args.model or DEFAULT_MODELS[args.task]
     mtcnn = cast("MTCNNDetector", load("mtcnn"))
@@ -373,6 +382,14 @@ def explain_command(args) -> int:
             warning = f"unstable: seed-to-seed rho = {rho:.2f} < {TARGET_RHO} ({params[key]} masks)"
             print(f"{warning}: the map is partly mask noise; more masks (-p {key}=...) or a "
                   f"deterministic method (minplus, occlusion) give a stable answer")
+    elif args.method in GRADIENT_METHODS:  # on the PyTorch model itself, with gradients
+        from .score import gradient_class_score, gradient_verification_score
+
+        if args.task == "verification":
+            f_grad = gradient_verification_score(model, ref)
+        else:
+            f_grad = gradient_class_score(model, k)
+        smap = method_function(args.method)(f_grad, image, **params, batch_size=args.batch_size)
     else:
         # The explainers' signatures differ, so mypy types the dict's values as bare `function`.
         method = cast("Callable[..., Tensor]", ex.SINGLE_IMAGE_METHODS[args.method])
