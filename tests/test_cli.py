@@ -188,9 +188,10 @@ def test_cli_expression_and_detection(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["gradient", "smoothgrad", "integrated-gradients"])
-def test_cli_gradient_methods_on_an_expression(tmp_path, capsys, method):
-    """The white-box methods run from the CLI on the PyTorch model (xfr.explain.gradients)."""
+@pytest.mark.parametrize("method", ["gradient", "smoothgrad", "integrated-gradients", "grad-cam"])
+def test_cli_white_box_methods_on_an_expression(tmp_path, capsys, method):
+    """The white-box methods run from the CLI on the PyTorch model (xfr.explain.gradients,
+    xfr.explain.cam)."""
     _need_data()
     face = sorted((DATA_DIR / "fer2013_privatetest" / "happy").glob("*.jpg"))[0]
     out, raw = tmp_path / "map.png", tmp_path / "map.npy"

@@ -45,8 +45,11 @@ DEFAULT_MODELS = {
 }
 # white-box (gradient) methods: xfr.explain.gradients, on a differentiable score function
 GRADIENT_METHODS = ("gradient", "gradient-x-input", "smoothgrad", "integrated-gradients")
+# the Grad-CAM family (xfr.explain.cam.cam, pytorch-grad-cam) at the model's Grad-CAM layer
+CAM_METHODS = {"grad-cam": "gradcam", "grad-cam++": "gradcam++", "score-cam": "scorecam"}
 METHODS = ("minplus", "avg", "occlusion", "lime", "lime-map", "rise", "rise-gauss", "s-rise",
-           "xmaps", *GRADIENT_METHODS)
+           "xmaps", *GRADIENT_METHODS, *CAM_METHODS)
+WHITE_BOX = (*GRADIENT_METHODS, *CAM_METHODS)
 RANDOM_METHODS = ("lime", "lime-map", "rise", "rise-gauss", "s-rise")
 # Mask (sample) counts of the random methods per task: results/reliability/defaults.csv, the
 # count at which the reliability stage's seed-to-seed Spearman reaches 0.9 with the centred
@@ -88,7 +91,14 @@ def method_function(method: str) -> Callable:
         from .explain.gradients import GRADIENT_EXPLAINERS
 
         return cast("Callable", GRADIENT_EXPLAINERS[method])
+    if method in CAM_METHODS:
+        return _cam_options
     return cast("Callable", ex.SINGLE_IMAGE_METHODS[method])
+
+
+def _cam_options(layer: str | None = None) -> None:
+    """The -p keys of the Grad-CAM family: ``layer``, a module name of the model
+    (``model.named_modules()``); default: the model's Grad-CAM layer (xfr.explain.cam.cam_setup)."""
 
 
 def method_params(method: str) -> dict[str, tuple]:
@@ -182,7 +192,7 @@ def check_args(args) -> dict:
         raise CliError(f"{args.task} needs {want}, got {len(args.images)}")
     if args.method == "xmaps" and args.task != "verification":
         raise CliError("xmaps explains a verification pair (--task verification)")
-    if args.method in GRADIENT_METHODS and args.task == "detection":
+    if args.method in WHITE_BOX and args.task == "detection":
         raise CliError(f"{args.method} needs a differentiable score; the detection score (a matched, "
                        f"non-maximum-suppressed box) has no gradient: use a black-box method")
     for path in args.images:
@@ -390,6 +400,14 @@ def explain_command(args) -> int:
         else:
             f_grad = gradient_class_score(model, k)
         smap = method_function(args.method)(f_grad, image, **params, batch_size=args.batch_size)
+    elif args.method in CAM_METHODS:
+        from .explain.cam import cam
+
+        try:
+            smap = cam(CAM_METHODS[args.method], model, image, ref if args.task == "verification" else k,
+                       layer=params.get("layer"), model_name=model_name, batch_size=args.batch_size)
+        except ValueError as err:  # an unknown -p layer=..., or a model with no known Grad-CAM layer
+            raise CliError(str(err)) from None
     else:
         # The explainers' signatures differ, so mypy types the dict's values as bare `function`.
         method = cast("Callable[..., Tensor]", ex.SINGLE_IMAGE_METHODS[args.method])

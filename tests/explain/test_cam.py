@@ -73,3 +73,39 @@ def test_cam_setup_real_models_and_tapped_faceres():
     assert maps.shape == (2, 224, 224)
     with pytest.raises(ValueError, match="expected the faceres-gender"):
         TappedFaceResGender(fer)
+
+
+@pytest.mark.parametrize("method", CAM_METHODS)
+def test_cam_single_image_named_layer_known_answer(method):
+    from xfr.explain.cam import cam
+
+    net = BrightSquareNet().eval()
+    x = torch.zeros(3, 32, 32)
+    x[:, 18:28, 20:30] = 1.0
+    m = cam(method, net, x, 1, layer="conv")
+    assert isinstance(m, torch.Tensor) and m.dtype == torch.float32 and m.shape == (32, 32)
+    assert float(m[18:28, 20:30].mean()) > 2 * float(m.mean())  # the bright square carries it
+
+
+def test_cam_verification_target_and_errors():
+    from xfr.explain.cam import cam
+
+    class ConvEmbedder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+    net = ConvEmbedder().eval()
+    a, b = torch.rand(3, 16, 16), torch.rand(3, 16, 16)
+    m = cam("gradcam", net, a, b, layer="conv")
+    assert m.shape == (16, 16) and torch.isfinite(m).all()
+    with pytest.raises(ValueError, match="no layer 'nope'.*conv"):
+        cam("gradcam", net, a, b, layer="nope")
+    with pytest.raises(ValueError, match="target must be"):
+        cam("gradcam", net, a, -1, layer="conv")
+    with pytest.raises(ValueError, match=r"\[C,H,W\]"):
+        cam("gradcam", net, a[None], 0, layer="conv")

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..score import _sign
+from ..score import _sign, model_device
 
 CAM_METHODS = ("gradcam", "gradcam++", "scorecam")
 CAM_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "ScoreCAM"}
@@ -157,3 +157,41 @@ def layer_channels(net: nn.Module, layer: nn.Module, images: Tensor) -> int:
     finally:
         h.remove()
     return int(shapes[0][1])
+
+
+def _named_layer(model: nn.Module, name: str) -> nn.Module:
+    modules = dict(model.named_modules())
+    if name not in modules:
+        convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+        raise ValueError(f"{type(model).__name__} has no layer {name!r}; its last convolutions: {convs[-4:]}")
+    return modules[name]
+
+
+def cam(method: str, model: nn.Module, image: Tensor, target: int | Tensor, layer: str | None = None,
+        model_name: str = "", batch_size: int = 16) -> Tensor:
+    """One image's Grad-CAM / Grad-CAM++ / ScoreCAM map (pytorch-grad-cam), the contract of the
+    other explainers: a float32 [H,W] CPU tensor of the input's size, in [0, 1].
+
+    ``model``: a zoo model (its Grad-CAM layer from :func:`cam_setup` unless ``layer`` names
+    another) or any ``nn.Module`` with ``layer``, the name of one of its modules
+    (``model.named_modules()``). ``target``: a class index (the logit of that class) or, for a
+    verification model, the reference image [C,H,W]: the cosine similarity of the embeddings
+    (eq. 8 with tau = 0 and c = +1)."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    if not isinstance(image, Tensor) or image.dim() != 3:
+        raise ValueError(f"image must be a [C,H,W] tensor, got {getattr(image, 'shape', type(image).__name__)}")
+    if layer is None:
+        net, target_layer, _ = cam_setup(model_name or type(model).__name__, model)
+    else:
+        net, target_layer = CamNet(model), _named_layer(model, layer)
+    if isinstance(target, Tensor):
+        with torch.no_grad():
+            ref = model(target.float()[None].to(model_device(model)))[0]
+        tgt = VerificationTarget(ref, 0.0, True)
+    elif isinstance(target, (int, np.integer)) and not isinstance(target, bool) and target >= 0:
+        tgt = ClassifierOutputTarget(int(target))
+    else:
+        raise ValueError(f"target must be a class index >= 0 or a reference image, got {target!r}")
+    return torch.from_numpy(cam_maps(method, net, target_layer, image[None].float(), [tgt],
+                                     batch_size=batch_size)[0]).float()
