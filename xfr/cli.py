@@ -424,6 +424,7 @@ def explain_command(args) -> int:
         subtitle = f"parameters: {shown_params}"
     out = explanation_figure(panels, smap, f"{args.method} on {args.task} ({model_name}): {what} = {score:.4f}",
                              subtitle, box=box if args.task == "detection" else None, warning=warning,
+                             signed=args.method in ("gradient-x-input", "integrated-gradients"),
                              path=args.output)
     if args.save_map:
         torch.save(smap, args.save_map)
@@ -456,7 +457,7 @@ def print_decision(model, model_name: str, probe, ref, backend: str) -> str:
 
 
 def explanation_figure(panels, smap, title: str, subtitle: str, *, xmaps: bool = False,
-                       box=None, warning: str | None = None, path: str | Path):
+                       signed: bool = False, box=None, warning: str | None = None, path: str | Path):
     """The CLI's picture: the input panels (caption, image [3,H,W]), then the map over the last
     one with a colour bar whose ends say what they mean; ``box`` drawn on the images
     (detection); ``warning`` in red under the title; saved as PNG at ``path``."""
@@ -482,8 +483,12 @@ def explanation_figure(panels, smap, title: str, subtitle: str, *, xmaps: bool =
         shown = viz.overlay(base, values)
         lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
         norm, cmap = Normalize(lo, hi if hi > lo else lo + 1.0), "jet"
-        ends = (f"{lo:.3g}\nleast salient", f"{hi:.3g}\nmost salient")
-        caption = "saliency map (min-max scaled, jet)"
+        if signed:  # gradient x input, IG: the sign says which way a pixel pushes the score
+            ends = (f"{lo:.3g}\nlowers the score", f"{hi:.3g}\nraises the score")
+            caption = "signed attribution (min-max scaled, jet)"
+        else:
+            ends = (f"{lo:.3g}\nleast salient", f"{hi:.3g}\nmost salient")
+            caption = "saliency map (min-max scaled, jet)"
     n = len(panels) + 1
     fig, axes = plt.subplots(1, n, figsize=(3.0 * n + 0.6, 3.9))
     for ax, (label, img) in zip(axes, [*panels, (caption, None)]):
