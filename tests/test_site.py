@@ -188,3 +188,14 @@ def test_committed_site_in_browser(tmp_path):
         pytest.skip("no committed results/site (dvc repro site builds it)")
     done = check_site(site, tmp_path)
     assert any(d.startswith("LFW pairs: selecting a pair") for d in done)
+
+
+def test_share_head_styles_moves_the_common_template_css_once():
+    head = "<html><head><style>a{}</style>\n<style>b{}</style>{extra}</head><body><style>c{}</style></body></html>"
+    texts = [head.replace("{extra}", "<style>x{}</style>"), head.replace("{extra}", "<style>y{}</style>")]
+    out, css = S.share_head_styles(texts)
+    assert css == "a{}\nb{}"
+    for t, own in zip(out, ("x{}", "y{}")):
+        assert t.count('<link rel="stylesheet" href="nbconvert.css">') == 1
+        assert "a{}" not in t and "b{}" not in t and own in t and "<style>c{}</style>" in t
+    assert S.share_head_styles(["<head><style>a</style></head>", "<head><style>b</style></head>"])[1] == ""

@@ -178,6 +178,32 @@ def compress_notebook_html(text: str, max_width: int, quality: int) -> str:
     return _PNG.sub(repl, text)
 
 
+_STYLE = re.compile(r"<style[^>]*>.*?</style>", re.S)
+SHARED_CSS = "nbconvert.css"
+
+
+def share_head_styles(texts: Sequence[str]) -> tuple[list[str], str]:
+    """The leading ``<style>`` blocks of the ``<head>`` that every notebook's HTML has, identical
+    (nbconvert's template: ~260 kB per notebook), moved into one stylesheet: returns the
+    notebooks with a ``<link>`` to :data:`SHARED_CSS` in their place, and that stylesheet."""
+    heads = [_STYLE.findall(t.split("</head>", 1)[0]) for t in texts]
+    shared: list[str] = []
+    for blocks in zip(*heads):
+        if any(b != blocks[0] for b in blocks):
+            break
+        shared.append(blocks[0])
+    if not shared:
+        return list(texts), ""
+    link = f'<link rel="stylesheet" href="{SHARED_CSS}">'
+    out = []
+    for t in texts:
+        for k, block in enumerate(shared):
+            t = t.replace(block, link if k == 0 else "", 1)
+        out.append(t)
+    css = "\n".join(re.sub(r"^<style[^>]*>|</style>$", "", b) for b in shared)
+    return out, css
+
+
 # ----------------------------------------------------------------------------- tables
 def _fmt(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -347,12 +373,15 @@ def run_site(params: Mapping, out_root: Path) -> dict:
         dict(collections=collections), separators=(",", ":"), allow_nan=False) + ";\n")
     notebooks = []
     (site / "notebooks").mkdir()
-    for stage in params["notebook_stages"]:
-        src = out_root / stage / f"{stage}.html"
+    sources = [out_root / stage / f"{stage}.html" for stage in params["notebook_stages"]]
+    for src, stage in zip(sources, params["notebook_stages"]):
         if not src.is_file():
             raise FileNotFoundError(f"site: {src} not found; run the stage {stage!r} first (dvc repro {stage})")
-        text = compress_notebook_html(src.read_text(), int(params["notebook_image_px"]),
-                                      int(params["notebook_jpeg_quality"]))
+    texts, css = share_head_styles([compress_notebook_html(src.read_text(), int(params["notebook_image_px"]),
+                                                           int(params["notebook_jpeg_quality"])) for src in sources])
+    if css:
+        (site / "notebooks" / SHARED_CSS).write_text(css)
+    for src, stage, text in zip(sources, params["notebook_stages"], texts):
         dst = site / "notebooks" / f"{stage}.html"
         dst.write_text(text)
         notebooks.append(dict(stage=stage, href=f"notebooks/{stage}.html", about=NOTEBOOK_ABOUT.get(stage, ""),
