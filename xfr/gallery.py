@@ -18,7 +18,6 @@ for S-RISE's jointly normalized maps) or ``signed`` (X-Maps' HLS code on [-1, 1]
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,25 +26,10 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from .report import _clean
+
 STYLES = ("saliency", "fixed", "signed")
 INDEX_FILE, ARRAYS_FILE = "gallery.json", "gallery.npz"
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: numpy / torch scalars to Python numbers, NaN/inf to None."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Tensor):
-        return _plain(value.tolist())
-    if isinstance(value, (np.generic,)):
-        value = value.item()
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else round(value, 6)
-    if isinstance(value, Path):
-        return value.name
-    return value
 
 
 def params_text(kwargs: Mapping[str, Any]) -> str:
@@ -104,7 +88,7 @@ class GalleryItem:
             raise ValueError(f"map of {method} is {arr.shape}, image {on!r} is {shape}")
         key = self.gallery._store(arr)
         self.maps.append(dict(method=method, on=on, key=key, style=style, params=params,
-                              scores=_plain(scores)))
+                              scores=_clean(scores)))
         return self
 
 
@@ -134,7 +118,7 @@ class Gallery:
             raise ValueError(f"unknown collection {collection!r}; declare it with .collection() first")
         if any(it.collection == collection and it.id == id for it in self.items):
             raise ValueError(f"collection {collection!r} already has an item {id!r}")
-        item = GalleryItem(self, collection, str(id), title or str(id), _plain(fields))
+        item = GalleryItem(self, collection, str(id), title or str(id), _clean(fields))
         self.items.append(item)
         return item
 
@@ -146,7 +130,7 @@ class Gallery:
                      items=[dict(collection=it.collection, id=it.id, title=it.title, fields=it.fields,
                                  images=it.images, maps=it.maps) for it in self.items])
         path = out / INDEX_FILE
-        path.write_text(json.dumps(_plain(index), indent=1) + "\n")
+        path.write_text(json.dumps(_clean(index), indent=1) + "\n")
         return path
 
 

@@ -26,6 +26,9 @@ def out_paths(out_dir: str | Path) -> tuple[Path, Path]:
 
 
 def _clean(value):
+    """JSON-ready: numpy / torch values to Python ones, floats rounded to 6 digits, NaN/inf -> None."""
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
