@@ -98,9 +98,7 @@ def attribute_score(classifier, k: int, backend: str = "auto") -> ScoreFn:
     """Eq. 3: f(X) = f_a(X, k), the softmax probability of class ``k`` of a classifier returning
     logits [N,K] (a single logit [N,1] is read as a sigmoid: class 1 = p, class 0 = 1 - p), run
     on the execution path ``backend`` (see :func:`unit_embeddings`)."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-        raise ValueError(f"class index k must be a non-negative int, got {k!r}")
-    k = int(k)
+    k = _class_index(k)
     device = model_device(classifier)
     classifier = accelerated(classifier, backend)
 
@@ -108,18 +106,30 @@ def attribute_score(classifier, k: int, backend: str = "auto") -> ScoreFn:
         images = _as_batch(images)
         with torch.inference_mode():
             logits = classifier(images.to(device)).float()
-        if logits.dim() != 2 or logits.shape[0] != images.shape[0]:
-            raise ValueError(f"classifier must return logits [N,K], got {tuple(logits.shape)}")
-        if logits.shape[1] == 1:
-            if k > 1:
-                raise ValueError(f"class {k} out of range for a single-logit (binary) classifier")
-            p = torch.sigmoid(logits[:, 0])
-            return (p if k == 1 else 1 - p).cpu()
-        if k >= logits.shape[1]:
-            raise ValueError(f"class {k} out of range: the classifier has {logits.shape[1]} classes")
-        return torch.softmax(logits, dim=1)[:, k].cpu()
+        return _class_probability(logits, k, len(images))
 
     return f
+
+
+def _class_index(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"class index k must be a non-negative int, got {k!r}")
+    return int(k)
+
+
+def _class_probability(logits: Tensor, k: int, n: int) -> Tensor:
+    """P(class k) [N] on the CPU from logits [N,K] of ``n`` images (softmax; a single logit
+    [N,1] is read as a sigmoid: class 1 = p, class 0 = 1 - p)."""
+    if logits.dim() != 2 or logits.shape[0] != n:
+        raise ValueError(f"classifier must return logits [N,K], got {tuple(logits.shape)}")
+    if logits.shape[1] == 1:
+        if k > 1:
+            raise ValueError(f"class {k} out of range for a single-logit (binary) classifier")
+        p = torch.sigmoid(logits[:, 0])
+        return (p if k == 1 else 1 - p).cpu()
+    if k >= logits.shape[1]:
+        raise ValueError(f"class {k} out of range: the classifier has {logits.shape[1]} classes")
+    return torch.softmax(logits, dim=1)[:, k].cpu()
 
 
 # ----------------------------------------------------------------------------- differentiable
@@ -127,19 +137,12 @@ def gradient_class_score(classifier: nn.Module, k: int) -> ScoreFn:
     """Eq. 3 with gradients, for the white-box explainers (:mod:`xfr.explain.gradients`): the
     softmax probability of class ``k`` of the PyTorch ``classifier`` (no exported graph, no
     ``inference_mode``), on the model's device; the returned scores keep their graph."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-        raise ValueError(f"class index k must be a non-negative int, got {k!r}")
-    k = int(k)
+    k = _class_index(k)
     device = model_device(classifier)
 
     def f(images: Tensor) -> Tensor:
-        logits = classifier(_as_batch(images).to(device)).float()
-        if logits.dim() != 2 or k >= max(2, logits.shape[1]):
-            raise ValueError(f"class {k} out of range for logits {tuple(logits.shape)}")
-        if logits.shape[1] == 1:
-            p = torch.sigmoid(logits[:, 0])
-            return (p if k == 1 else 1 - p).cpu()
-        return torch.softmax(logits, dim=1)[:, k].cpu()
+        images = _as_batch(images)
+        return _class_probability(classifier(images.to(device)).float(), k, len(images))
 
     return f
 
