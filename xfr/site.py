@@ -107,12 +107,6 @@ def _with_box(rgb: np.ndarray, box: Sequence[float] | None) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- explorer data
-def _finite(value):
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    return value
-
-
 def gallery_collections(stage_dir: Path, site: Path, thumb: int, quality: int) -> list[dict]:
     """The collections of one stage's gallery with every image and map written as a JPEG
     thumbnail under ``site/img/STAGE/``; paths in the result are relative to ``site``."""
@@ -135,7 +129,7 @@ def gallery_collections(stage_dir: Path, site: Path, thumb: int, quality: int) -
 
     for it in index["items"]:
         images = {im["name"]: im for im in it["images"]}
-        entry = dict(id=it["id"], title=it["title"], fields={k: _finite(v) for k, v in it["fields"].items()},
+        entry = dict(id=it["id"], title=it["title"], fields=it["fields"],
                      images=[], maps=[])
         if it["maps"]:  # inputs are drawn only for items the viewer can show maps of
             for im in it["images"]:
@@ -146,7 +140,7 @@ def gallery_collections(stage_dir: Path, site: Path, thumb: int, quality: int) -
             drawn = _with_box(draw_map(np.asarray(arrays[im["key"]]), np.asarray(arrays[mp["key"]], np.float32),
                                        mp["style"]), im.get("box"))
             entry["maps"].append(dict(method=mp["method"], on=mp["on"], style=mp["style"], params=mp["params"],
-                                      scores={k: _finite(v) for k, v in mp["scores"].items()},
+                                      scores=mp["scores"],
                                       src=write(mp["key"], drawn)))
         out[it["collection"]]["items"].append(entry)
     return list(out.values())
