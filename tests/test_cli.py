@@ -188,7 +188,8 @@ def test_cli_expression_and_detection(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["gradient", "smoothgrad", "integrated-gradients", "grad-cam"])
+@pytest.mark.parametrize("method", ["gradient", "smoothgrad", "integrated-gradients", "grad-cam",
+                                    "guided-backprop", "deeplift", "lrp", "guided-grad-cam"])
 def test_cli_white_box_methods_on_an_expression(tmp_path, capsys, method):
     """The white-box methods run from the CLI on the PyTorch model (xfr.explain.gradients,
     xfr.explain.cam)."""
@@ -202,3 +203,20 @@ def test_cli_white_box_methods_on_an_expression(tmp_path, capsys, method):
     smap = np.load(raw)
     assert smap.dtype == np.float32 and smap.shape == (48, 48) and float(smap.std()) > 0
     assert "P(happy | X)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, method, message", [
+    ("mini-xception-fer2013", "excitation-backprop", "non-negative inputs"),
+    ("faceres-gender", "deeplift", "TF.js graph"),
+])
+def test_cli_unsupported_white_box_pairs_are_one_line_errors(tmp_path, capsys, model, method, message):
+    """Module-based methods the model cannot run (xfr.explain.white_box.white_box_support)."""
+    _need_data()
+    face = sorted((DATA_DIR / "fer2013_privatetest" / "happy").glob("*.jpg"))[0]
+    cls = "happy" if model.startswith("mini") else "female"
+    task = "expression" if model.startswith("mini") else "gender"
+    rc = main(["explain", "--task", task, "--model", model, "--class", cls, "--no-align",
+               "--method", method, str(face), "-o", str(tmp_path / "map.png")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err

@@ -47,9 +47,12 @@ DEFAULT_MODELS = {
 GRADIENT_METHODS = ("gradient", "gradient-x-input", "smoothgrad", "integrated-gradients")
 # the Grad-CAM family (xfr.explain.cam.cam, pytorch-grad-cam) at the model's Grad-CAM layer
 CAM_METHODS = {"grad-cam": "gradcam", "grad-cam++": "gradcam++", "score-cam": "scorecam"}
+# the module-based white-box methods (xfr.explain.white_box.white_box_map: captum, zennit, torchray)
+MODULE_METHODS = ("guided-backprop", "deeplift", "lrp", "guided-grad-cam", "excitation-backprop")
 METHODS = ("minplus", "avg", "occlusion", "lime", "lime-map", "rise", "rise-gauss", "s-rise",
-           "xmaps", *GRADIENT_METHODS, *CAM_METHODS)
-WHITE_BOX = (*GRADIENT_METHODS, *CAM_METHODS)
+           "xmaps", *GRADIENT_METHODS, *CAM_METHODS, *MODULE_METHODS)
+WHITE_BOX = (*GRADIENT_METHODS, *CAM_METHODS, *MODULE_METHODS)
+SIGNED_METHODS = ("gradient-x-input", "integrated-gradients", "deeplift", "lrp")
 RANDOM_METHODS = ("lime", "lime-map", "rise", "rise-gauss", "s-rise")
 # Mask (sample) counts of the random methods per task: results/reliability/defaults.csv, the
 # count at which the reliability stage's seed-to-seed Spearman reaches 0.9 with the centred
@@ -91,14 +94,36 @@ def method_function(method: str) -> Callable:
         from .explain.gradients import GRADIENT_EXPLAINERS
 
         return cast("Callable", GRADIENT_EXPLAINERS[method])
-    if method in CAM_METHODS:
+    if method in CAM_METHODS or method == "guided-grad-cam":
         return _cam_options
+    if method in MODULE_METHODS:
+        return _MODULE_OPTIONS[method]
     return cast("Callable", ex.SINGLE_IMAGE_METHODS[method])
 
 
 def _cam_options(layer: str | None = None) -> None:
     """The -p keys of the Grad-CAM family: ``layer``, a module name of the model
     (``model.named_modules()``); default: the model's Grad-CAM layer (xfr.explain.cam.cam_setup)."""
+
+
+def _no_options() -> None:
+    """No -p keys (guided backpropagation)."""
+
+
+def _deeplift_options(baseline: float = 0.0) -> None:
+    """DeepLIFT's -p key: ``baseline``, the reference value (0 = black)."""
+
+
+def _lrp_options(rule: str = "epsilon-plus-flat", epsilon: float = 1e-6) -> None:
+    """LRP's -p keys: ``rule`` (epsilon-plus-flat, epsilon-plus, epsilon) and ``epsilon``."""
+
+
+def _ebp_options(layer: str | None = None) -> None:
+    """Excitation backprop's -p key: ``layer``, the module whose excitation is mapped."""
+
+
+_MODULE_OPTIONS: dict[str, Callable] = {"guided-backprop": _no_options, "deeplift": _deeplift_options,
+                                        "lrp": _lrp_options, "excitation-backprop": _ebp_options}
 
 
 def method_params(method: str) -> dict[str, tuple]:
@@ -408,6 +433,16 @@ def explain_command(args) -> int:
                        layer=params.get("layer"), model_name=model_name, batch_size=args.batch_size)
         except ValueError as err:  # an unknown -p layer=..., or a model with no known Grad-CAM layer
             raise CliError(str(err)) from None
+    elif args.method in MODULE_METHODS:  # captum / zennit / torchray on the model's modules
+        from .explain.white_box import white_box_map
+
+        opts = dict(params)
+        try:
+            smap = white_box_map(args.method, model, image, ref if args.task == "verification" else k,
+                                 model_name=model_name, layer=opts.pop("layer", None),
+                                 batch_size=args.batch_size, **opts)
+        except ValueError as err:  # a TF.js graph (no modules), an unknown layer, a bad -p value
+            raise CliError(str(err)) from None
     else:
         # The explainers' signatures differ, so mypy types the dict's values as bare `function`.
         method = cast("Callable[..., Tensor]", ex.SINGLE_IMAGE_METHODS[args.method])
@@ -424,7 +459,7 @@ def explain_command(args) -> int:
         subtitle = f"parameters: {shown_params}"
     out = explanation_figure(panels, smap, f"{args.method} on {args.task} ({model_name}): {what} = {score:.4f}",
                              subtitle, box=box if args.task == "detection" else None, warning=warning,
-                             signed=args.method in ("gradient-x-input", "integrated-gradients"),
+                             signed=args.method in SIGNED_METHODS,
                              path=args.output)
     if args.save_map:
         torch.save(smap, args.save_map)
@@ -483,7 +518,7 @@ def explanation_figure(panels, smap, title: str, subtitle: str, *, xmaps: bool =
         shown = viz.overlay(base, values)
         lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
         norm, cmap = Normalize(lo, hi if hi > lo else lo + 1.0), "jet"
-        if signed:  # gradient x input, IG: the sign says which way a pixel pushes the score
+        if signed:  # gradient x input, IG, DeepLIFT, LRP: the sign says which way a pixel pushes the score
             ends = (f"{lo:.3g}\nlowers the score", f"{hi:.3g}\nraises the score")
             caption = "signed attribution (min-max scaled, jet)"
         else:

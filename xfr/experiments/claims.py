@@ -55,7 +55,8 @@ from ..stats import (
 
 MIN_ITEMS = 10  # items a claim needs when the paper states no number for it
 
-MINPLUS, SRISE, CMS, XMAPS = "MinPlus (000)", "S-RISE (001)", "CMS (003)", "X-Maps (004)"
+MINPLUS, SRISE, SURVEY, CMS, XMAPS = ("MinPlus (000)", "S-RISE (001)", "Survey (002)", "CMS (003)",
+                                      "X-Maps (004)")
 
 
 @dataclass(frozen=True)
@@ -699,6 +700,23 @@ def _bias_makeup(model: str) -> Compute:
     return compute
 
 
+# ----------------------------------------------------------------------------- the survey (002)
+SURVEY_PER_FACE = "results/survey/leaderboard_per_face.csv"
+
+
+def _survey_statement(name: str) -> Compute:
+    """A statement of :data:`xfr.experiments.survey.STATEMENTS`: per face, the mean of its
+    methods minus that of the other methods (paired over faces, all tasks pooled)."""
+    from .survey_statements import statement_differences
+
+    def compute(root: Path, boot: Boot) -> Outcome:
+        d = statement_differences(_csv(root, SURVEY_PER_FACE), name)
+        if not len(d):
+            raise Missing(f"no faces with the statement's methods in {SURVEY_PER_FACE}")
+        return _mean(d.to_numpy(), boot, f"faces of {', '.join(sorted({k.split(' / ')[0] for k in d.index}))}")
+    return compute
+
+
 # ----------------------------------------------------------------------------- the claims
 def _slug(name: str) -> str:
     """``name`` as a part of a claim id: "dlib-resnet" -> "dlib_resnet"."""
@@ -903,6 +921,16 @@ def _specs() -> list[Spec]:
             f"Women labelled Heavy_Makeup get a higher P(female) from {name} (the cue the model picked up).",
             "mean P(female) of CelebA women with minus without Heavy_Makeup", ">", 0.0, MIN_ITEMS, (BIAS_SCORES,),
             _bias_makeup(model), "the model picked up the cue of eye make-up")
+    # the survey (002): its statements on the level of detail and the randomization check, on the
+    # survey stage's faces (xfr.experiments.survey.STATEMENTS)
+    from .survey_statements import STATEMENT_SIGN, STATEMENTS
+
+    for name, (methods, column, text) in STATEMENTS.items():
+        where, _, claim = text.partition(": ")
+        add(f"survey_{name}", SURVEY, where, claim[:1].upper() + claim[1:] + ".",
+            f"per face: mean {column} of {', '.join(methods)} minus that of the other methods",
+            ">" if STATEMENT_SIGN[name] > 0 else "<", 0.0, MIN_ITEMS, (SURVEY_PER_FACE,),
+            _survey_statement(name), "Fig. 4 (qualitative)" if "2.2" in where else "Adebayo et al. 2018")
     return s
 
 

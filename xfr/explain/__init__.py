@@ -17,6 +17,12 @@ batch size) and ``progress`` (a tqdm bar).
 ``srise``, ``srise_pair``, ``srise_triplet``  S-RISE (Lu & Ebrahimi §3.2)
 ``xmaps``               X-Maps methods I-III (Knoche et al. 2023, Algorithm 1, eqs. 4-10)
 ======================  ===================================================================
+
+White-box explainers (the model's gradients or modules, not imported here: torch-heavy
+libraries) have one entry point, :func:`xfr.explain.white_box.white_box_map` (names in
+``WHITE_BOX_METHODS``): gradient, gradient x input, SmoothGrad, Integrated Gradients
+(:mod:`~xfr.explain.gradients`), guided backpropagation, DeepLIFT, LRP (zennit), Grad-CAM,
+Grad-CAM++, ScoreCAM (:mod:`~xfr.explain.cam`), guided Grad-CAM and excitation backprop.
 """
 from .lime import LimeExplanation, lime, lime_explain, lime_map
 from .minplus import (

@@ -10,6 +10,12 @@ name, and the attribute ``higher_is_better`` on functions with one main value.
 - :func:`cscore`: X-Maps eqs. 1-3, C-Score of verification decisions.
 - :func:`stability`: MinPlus Fig. 4, agreement of maps across seeds.
 - :func:`randomization_test`, :func:`cascading_randomization`: Adebayo et al. sanity check.
+- :func:`map_similarity`: Adebayo et al. data randomization test (true vs shuffled labels).
+- :func:`inpainting_score`, :func:`inpainting_triplets`: survey §2.5, Williford et al.'s
+  inpainting game.
+- :func:`item_response_curves`: survey §6, psychophysics item-response curves after herding.
+- :func:`edge_similarity`, :func:`map_coarseness`: survey §2.2, what a map looks like (an edge
+  detector? blobs how wide?).
 """
 from .base import METRICS, MetricInfo, box_mask, higher_is_better
 from .box_ap import BoxAPResult, box_ap
@@ -34,7 +40,10 @@ from .cscore import (
     ratio_histogram,
     stratified_folds,
 )
+from .data_randomization import MapSimilarity, map_similarity
 from .deletion import CurveResult, SaliencyOrderMasks, curve_auc, decision_flip, deletion, insertion, step_counts
+from .inpainting import InpaintingScore, InpaintingSet, inpainted_probe, inpainting_score, inpainting_triplets
+from .item_response import ItemResponse, item_response_curves
 from .pointing import energy_pointing_game, pointing_game, pointing_game_batch
 from .randomization import (
     RandomizationResult,
@@ -44,6 +53,7 @@ from .randomization import (
     randomization_test,
 )
 from .stability import StabilityResult, pearson, spearman, stability
+from .structure import edge_similarity, image_edges, map_coarseness
 
 __all__ = [
     "METRICS", "MetricInfo", "higher_is_better", "box_mask",
@@ -58,4 +68,8 @@ __all__ = [
     "randomization_test", "cascading_randomization", "RandomizationResult", "parameter_layers",
     "map_ssim",
     "stability", "StabilityResult", "pearson", "spearman",
+    "map_similarity", "MapSimilarity",
+    "inpainting_score", "InpaintingScore", "inpainting_triplets", "InpaintingSet", "inpainted_probe",
+    "item_response_curves", "ItemResponse",
+    "edge_similarity", "image_edges", "map_coarseness",
 ]

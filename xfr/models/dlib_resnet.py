@@ -14,6 +14,10 @@ Architecture, following face-api's ``FaceRecognitionNet.ts``:
   spatial sizes differ, as dlib's ``add_prev`` does);
 - global average pool, then a 256x128 linear map (no bias) -> the 128-d descriptor.
 
+Every layer is a standard module (``nn.Conv2d`` in :class:`ConvScale`, one ``nn.ReLU`` per call
+site, ``nn.MaxPool2d`` / ``nn.AvgPool2d`` / ``nn.AdaptiveAvgPool2d``, ``nn.Linear``), so captum's
+DeepLift / GuidedBackprop, zennit's LRP rules and model randomization see all of them.
+
 "scale" layers are dlib's affine layers (batch norm folded into a per-channel weight and bias);
 here they are folded into the preceding convolution. Two faces are the same person when the
 euclidean distance of their descriptors is below 0.6 (dlib's threshold).
@@ -68,29 +72,41 @@ class ConvScale(nn.Module):
             self.conv.bias.copy_(torch.from_numpy(bias.astype(np.float64)) * sw
                                  + torch.from_numpy(scale_b.astype(np.float64)))
 
+    def reset_parameters(self) -> None:
+        """Re-initialize the folded convolution (``nn.Conv2d``'s default init), so model
+        randomization (:mod:`xfr.metrics.randomization`, Quantus MPRT) reaches this layer."""
+        self.conv.reset_parameters()
+
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(x)
 
 
 class ResidualBlock(nn.Module):
+    """conv1 + ReLU ``relu1``, conv2, + shortcut, ReLU ``relu2``: each ReLU its own ``nn.ReLU``
+    module (captum DeepLift / GuidedBackprop override ``nn.ReLU`` modules per call site)."""
+
     def __init__(self, in_ch: int, out_ch: int, down: bool):
         super().__init__()
         self.down = down
         self.conv1 = ConvScale(in_ch, out_ch, 3, 2 if down else 1)
+        self.relu1 = nn.ReLU()
         self.conv2 = ConvScale(out_ch, out_ch, 3, 1)
+        self.relu2 = nn.ReLU()
+        self.shortcut_pool = nn.AvgPool2d(2, 2) if down else None
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.conv2(F.relu(self.conv1(x)))
+        out = self.conv2(self.relu1(self.conv1(x)))
         if not self.down:
-            return F.relu(out + x)
-        short = F.avg_pool2d(x, 2, 2)
+            return self.relu2(out + x)
+        assert self.shortcut_pool is not None
+        short = self.shortcut_pool(x)
         dh, dw = short.shape[2] - out.shape[2], short.shape[3] - out.shape[3]
         if dh or dw:  # zero-pad the residual branch at the bottom/right (dlib add_prev)
             out = F.pad(out, (0, max(dw, 0), 0, max(dh, 0)))
             short = F.pad(short, (0, max(-dw, 0), 0, max(-dh, 0)))
         if short.shape[1] != out.shape[1]:  # channel zero-padding of the shortcut
             short = F.pad(short, (0, 0, 0, 0, 0, out.shape[1] - short.shape[1]))
-        return F.relu(out + short)
+        return self.relu2(out + short)
 
 
 class DlibResNet(nn.Module):
@@ -109,12 +125,15 @@ class DlibResNet(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.tensor(MEAN_RGB).view(1, 3, 1, 1) / 255.0)
         self.conv32_down = ConvScale(3, 32, 7, 2)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(3, 2)
         blocks, ch = {}, 32
         for name, kind in BLOCKS:
             out_ch = int(name[4:].split("_")[0])
             blocks[name] = ResidualBlock(ch, out_ch, kind == "down")
             ch = out_ch
         self.blocks = nn.ModuleDict(blocks)
+        self.gap = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(256, 128, bias=False)
 
     def load_tfjs(self, w: dict[str, np.ndarray]) -> DlibResNet:
@@ -152,11 +171,11 @@ class DlibResNet(nn.Module):
     def body(self, x: Tensor) -> Tensor:
         """The network on preprocessed 150x150 chips -> embeddings [N,128] (the part another
         execution path may run, :mod:`xfr.models.backends`)."""
-        x = F.relu(self.conv32_down(x))
-        x = F.max_pool2d(x, 3, 2)
+        x = self.relu(self.conv32_down(x))
+        x = self.pool(x)
         for block in self.blocks.values():
             x = block(x)
-        return self.fc(x.mean(dim=(2, 3)))
+        return self.fc(self.gap(x).flatten(1))
 
 
 def load_dlib_resnet() -> DlibResNet:

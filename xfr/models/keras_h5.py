@@ -15,6 +15,10 @@ turns such a model into an ``nn.Module`` working in NCHW, layer by layer:
 - ``BatchNormalization`` (inference form with the moving statistics and the file's ``epsilon``),
   ``Activation`` (linear, relu, sigmoid, tanh, softmax), ``Add``, ``Concatenate``, ``Dropout``.
 
+Layers with weights are standard PyTorch modules (``nn.Conv2d``, ``nn.BatchNorm2d`` subclass,
+``nn.ReLU`` etc., one activation module per use), so ``reset_parameters`` (model randomization),
+captum's GuidedBackprop / DeepLift and zennit's LRP rules see every layer.
+
 Anything else raises ``NotImplementedError`` naming the layer. Files that are missing, truncated
 or not Keras models raise :class:`xfr.assets.AssetError` with the path and what is wrong.
 """
@@ -217,38 +221,74 @@ def _check_channels_last(cfg: dict, name: str) -> None:
         raise NotImplementedError(f"layer {name!r}: data_format {fmt!r} not supported")
 
 
-_ACTIVATIONS = {"linear": None, "relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh")
+
+
+def activation_module(activation: str) -> nn.Module | None:
+    """A fresh standard module for a Keras activation name (``nn.ReLU``, ``nn.Sigmoid``,
+    ``nn.Tanh``, ``nn.Softmax(dim=1)``; None for ``linear``). One module per use: captum's
+    GuidedBackprop / DeepLift hook ``nn.ReLU`` modules and need a distinct one per call site."""
+    if activation == "linear":
+        return None
+    if activation == "relu":
+        return nn.ReLU()
+    if activation == "sigmoid":
+        return nn.Sigmoid()
+    if activation == "tanh":
+        return nn.Tanh()
+    if activation == "softmax":
+        return nn.Softmax(dim=1)
+    raise NotImplementedError(f"activation {activation!r} not supported")
 
 
 class KerasActivation(nn.Module):
-    """``Activation`` layer (softmax over the channel axis, dim 1 in NCHW / [N,K])."""
+    """``Activation`` layer: a standard activation module ``act`` (softmax over the channel axis,
+    dim 1 in NCHW / [N,K]; ``nn.Identity`` for linear)."""
 
     def __init__(self, activation: str):
         super().__init__()
         if activation not in (*_ACTIVATIONS, "softmax"):
             raise NotImplementedError(f"activation {activation!r} not supported")
         self.activation = activation
+        self.act = activation_module(activation) or nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.activation == "softmax":
-            return torch.softmax(x, dim=1)
-        fn = _ACTIVATIONS[self.activation]
-        return x if fn is None else fn(x)
+        return self.act(x)
 
     def extra_repr(self) -> str:
         return self.activation
 
 
+class KerasSamePad(nn.Module):
+    """Keras/TF ``same`` zero padding computed from the input's size (:func:`same_padding`;
+    asymmetric, one more row/column at the bottom/right, when the total is odd). No parameters."""
+
+    def __init__(self, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]):
+        super().__init__()
+        self.kernel, self.stride, self.dilation = tuple(kernel), tuple(stride), tuple(dilation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pads = _pad_same(x, self.kernel, self.stride, self.dilation)
+        return F.pad(x, pads) if any(pads) else x
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}, stride={self.stride}"
+
+
 class KerasConv2d(nn.Module):
-    """``Conv2D`` / ``DepthwiseConv2D`` / ``SeparableConv2D`` with Keras ``valid``/``same`` padding.
+    """``Conv2D`` / ``DepthwiseConv2D`` / ``SeparableConv2D`` with Keras ``valid``/``same`` padding,
+    built from standard modules (so captum, zennit, Quantus and ``reset_parameters`` see them):
 
-    Separable: a depthwise convolution (``groups = C_in``, ``depth_multiplier`` outputs per input
-    channel) followed by a 1x1 pointwise convolution; padding and strides apply to the first.
+    - ``pad``: :class:`KerasSamePad` when the 'same' padding depends on the input size (stride >
+      1 or an even kernel), else None (a symmetric 'same' padding is the ``nn.Conv2d``'s own);
+    - ``conv``: ``nn.Conv2d`` (depthwise: ``groups = C_in``, ``depth_multiplier`` outputs per
+      input channel);
+    - ``pointwise``: separable only, the 1x1 ``nn.Conv2d`` after the depthwise one (which then
+      has no bias; padding and strides apply to the depthwise one);
+    - ``act``: the fused activation as a module (None for linear).
+
+    ``weight`` / ``bias`` / ``pointwise_weight`` are read-only views of those modules' parameters.
     """
-
-    weight: nn.Parameter
-    pointwise: nn.Parameter | None
-    bias: nn.Parameter | None
 
     def __init__(self, kind: str, config: dict, weights: dict[str, np.ndarray], name: str = ""):
         super().__init__()
@@ -270,62 +310,90 @@ class KerasConv2d(nn.Module):
                                  f"the file holds {sorted(weights)}")
             return weights[key]
 
+        use_bias = bool(config.get("use_bias", True))
         if kind == "Conv2D":
             k = need("kernel")  # (kh, kw, in, out) -> (out, in, kh, kw)
-            self.weight = nn.Parameter(torch.from_numpy(k.transpose(3, 2, 0, 1).copy()))
-            self.groups = 1
-            self.pointwise = None
+            kernel = torch.from_numpy(k.transpose(3, 2, 0, 1).copy())
+            groups = 1
+            pw = None
         else:
             d = need("depthwise_kernel")  # (kh, kw, in, mult) -> (in*mult, 1, kh, kw)
             kh, kw, cin, mult = d.shape
-            dw = d.transpose(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw)
-            self.weight = nn.Parameter(torch.from_numpy(dw.copy()))
-            self.groups = cin
+            kernel = torch.from_numpy(d.transpose(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw).copy())
+            groups = cin
+            pw = None
             if kind == "SeparableConv2D":
                 p = need("pointwise_kernel")  # (1, 1, in*mult, out) -> (out, in*mult, 1, 1)
-                self.pointwise = nn.Parameter(torch.from_numpy(p.transpose(3, 2, 0, 1).copy()))
+                pw = torch.from_numpy(p.transpose(3, 2, 0, 1).copy())
+        bias = torch.from_numpy(need("bias").copy()) if use_bias else None
+        self.kernel_size: tuple[int, int] = (int(kernel.shape[-2]), int(kernel.shape[-1]))
+        self.groups = groups
+        static: tuple[int, int] = (0, 0)
+        self.pad: KerasSamePad | None = None
+        if self.padding == "same":
+            k_eff = [(k - 1) * dl + 1 for k, dl in zip(self.kernel_size, self.dilation)]
+            if all(s == 1 for s in self.stride) and all(k % 2 == 1 for k in k_eff):
+                static = (k_eff[0] // 2, k_eff[1] // 2)  # symmetric for every input size
             else:
-                self.pointwise = None
-        if config.get("use_bias", True):
-            self.bias = nn.Parameter(torch.from_numpy(need("bias").copy()))
-        else:
-            self.bias = None
-        self.kernel_size = tuple(self.weight.shape[-2:])
+                self.pad = KerasSamePad(self.kernel_size, self.stride, self.dilation)
+        self.conv = nn.Conv2d(kernel.shape[1] * groups, kernel.shape[0], self.kernel_size,
+                              stride=self.stride, padding=static, dilation=self.dilation,
+                              groups=groups, bias=bias is not None and pw is None)
+        self.pointwise: nn.Conv2d | None = None
+        if pw is not None:
+            self.pointwise = nn.Conv2d(pw.shape[1], pw.shape[0], 1, bias=bias is not None)
+        with torch.no_grad():
+            self.conv.weight.copy_(kernel)
+            if pw is not None:
+                assert self.pointwise is not None
+                self.pointwise.weight.copy_(pw)
+            last = self.conv if self.pointwise is None else self.pointwise
+            if bias is not None:
+                assert last.bias is not None
+                last.bias.copy_(bias)
+        self.act = activation_module(act)
+
+    @property
+    def weight(self) -> Tensor:
+        """The (depthwise) kernel [out, in/groups, kh, kw]."""
+        return self.conv.weight
+
+    @property
+    def pointwise_weight(self) -> Tensor | None:
+        return None if self.pointwise is None else self.pointwise.weight
+
+    @property
+    def bias(self) -> Tensor | None:
+        return (self.conv if self.pointwise is None else self.pointwise).bias
+
+    @property
+    def out_channels(self) -> int:
+        return (self.conv if self.pointwise is None else self.pointwise).out_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        pad: tuple[int, int] | int = 0
-        if self.padding == "same":
-            left, right, top, bottom = _pad_same(x, self.kernel_size, self.stride, self.dilation)
-            if left == right and top == bottom:
-                pad = (top, left)
-            else:
-                x = F.pad(x, (left, right, top, bottom))
-        bias_first = self.bias if self.pointwise is None else None
-        y = F.conv2d(x, self.weight, bias_first, self.stride, pad, self.dilation, self.groups)
+        if self.pad is not None:
+            x = self.pad(x)
+        y = self.conv(x)
         if self.pointwise is not None:
-            y = F.conv2d(y, self.pointwise, self.bias)
-        fn = _ACTIVATIONS[self.activation]
-        return y if fn is None else fn(y)
+            y = self.pointwise(y)
+        return y if self.act is None else self.act(y)
 
     def extra_repr(self) -> str:
-        return (f"{self.kind}, weight={tuple(self.weight.shape)}, stride={self.stride}, "
-                f"padding={self.padding!r}, bias={self.bias is not None}")
+        return f"{self.kind}, stride={self.stride}, padding={self.padding!r}"
 
 
-class KerasBatchNorm(nn.Module):
-    """``BatchNormalization`` at inference: ``gamma * (x - mean) / sqrt(var + eps) + beta``.
+class KerasBatchNorm(nn.BatchNorm2d):
+    """``BatchNormalization`` as an ``nn.BatchNorm2d`` (gamma/beta as its ``weight``/``bias``
+    parameters, the moving statistics as ``running_mean``/``running_var``, the file's epsilon),
+    so ``reset_parameters`` / ``reset_running_stats`` and LRP canonizers see a standard layer.
 
-    Always uses the stored moving statistics (also in ``train()`` mode): the port is not meant
-    for training, and this keeps explainers that toggle modes from changing the function.
+    Inference semantics always: ``forward`` normalizes with the running statistics and never
+    updates them, also in ``train()`` mode (the port is not meant for training, and explainers or
+    sanity checks that toggle modes must not change the function). ``scale=False`` / ``center=
+    False`` layers get gamma = 1 / beta = 0 (trainable like the others after a reset).
     """
 
-    mean: Tensor
-    var: Tensor
-    gamma: Tensor
-    beta: Tensor
-
     def __init__(self, config: dict, weights: dict[str, np.ndarray], name: str = ""):
-        super().__init__()
         axis = config.get("axis", -1)
         axis = axis[0] if isinstance(axis, list) else axis
         if axis not in (-1, 3):
@@ -337,23 +405,26 @@ class KerasBatchNorm(nn.Module):
         var = torch.from_numpy(weights["moving_variance"].copy())
         gamma = weights.get("gamma") if config.get("scale", True) else None
         beta = weights.get("beta") if config.get("center", True) else None
-        self.eps = float(config.get("epsilon", 1e-3))
-        self.register_buffer("mean", mean)
-        self.register_buffer("var", var)
-        self.register_buffer("gamma", torch.ones_like(mean) if gamma is None
-                             else torch.from_numpy(gamma.copy()))
-        self.register_buffer("beta", torch.zeros_like(mean) if beta is None
-                             else torch.from_numpy(beta.copy()))
+        super().__init__(mean.numel(), eps=float(config.get("epsilon", 1e-3)), momentum=0.0,
+                         affine=True, track_running_stats=True)
+        assert self.running_mean is not None and self.running_var is not None  # track_running_stats
+        with torch.no_grad():
+            self.running_mean.copy_(mean)
+            self.running_var.copy_(var)
+            self.weight.copy_(torch.ones_like(mean) if gamma is None else torch.from_numpy(gamma.copy()))
+            self.bias.copy_(torch.zeros_like(mean) if beta is None else torch.from_numpy(beta.copy()))
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.batch_norm(x, self.mean, self.var, self.gamma, self.beta, False, 0.0, self.eps)
-
-    def extra_repr(self) -> str:
-        return f"{self.mean.numel()}, eps={self.eps}"
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            False, 0.0, self.eps)
 
 
 class KerasPool2d(nn.Module):
-    """``MaxPooling2D`` / ``AveragePooling2D`` with Keras ``valid``/``same`` padding."""
+    """``MaxPooling2D`` / ``AveragePooling2D`` with Keras ``valid``/``same`` padding, pooling with
+    ``nn.MaxPool2d`` / ``nn.AvgPool2d`` modules (``pool``; ``pool_ceil``, a ceil-mode max pool, for
+    a 'same' padding only at the bottom/right, e.g. Xception's 3x3/2 pooling of an even size;
+    ``pool_sym``, a max pool with its own symmetric padding, e.g. that pooling of an odd size),
+    so DeepLift's max-pool rule sees them; other 'same' paddings pad with -inf first."""
 
     def __init__(self, kind: str, config: dict, name: str = ""):
         super().__init__()
@@ -364,6 +435,14 @@ class KerasPool2d(nn.Module):
         self.padding = config.get("padding", "valid")
         if self.padding not in ("valid", "same"):
             raise NotImplementedError(f"layer {name!r}: padding {self.padding!r} not supported")
+        if kind == "MaxPooling2D":
+            self.pool: nn.Module = nn.MaxPool2d(self.pool_size, self.stride)
+            self.pool_ceil: nn.Module | None = nn.MaxPool2d(self.pool_size, self.stride, ceil_mode=True)
+            half = (self.pool_size[0] // 2, self.pool_size[1] // 2)
+            self.pool_sym: nn.Module | None = nn.MaxPool2d(self.pool_size, self.stride, padding=half)
+        else:
+            self.pool = nn.AvgPool2d(self.pool_size, self.stride)
+            self.pool_ceil = self.pool_sym = None
 
     def forward(self, x: Tensor) -> Tensor:
         if self.padding == "same":
@@ -371,32 +450,38 @@ class KerasPool2d(nn.Module):
             if any(pads):
                 if self.kind == "MaxPooling2D":
                     left, right, top, bottom = pads
+                    assert self.pool_ceil is not None and self.pool_sym is not None
                     if left == 0 and top == 0:  # padding only after: ceil_mode pools the same
-                        out = F.max_pool2d(x, self.pool_size, self.stride, ceil_mode=True)
+                        out = self.pool_ceil(x)
                         if out.shape[-2:] == (math.ceil(x.shape[-2] / self.stride[0]),
                                               math.ceil(x.shape[-1] / self.stride[1])):
                             return out
+                    if (top, left) == (bottom, right) == (self.pool_size[0] // 2, self.pool_size[1] // 2):
+                        return self.pool_sym(x)  # symmetric: the module's own -inf padding
                     x = F.pad(x, pads, value=float("-inf"))
                 else:  # TF averages over the valid cells only
                     ones = F.pad(torch.ones_like(x[:1, :1]), pads)
-                    total = F.avg_pool2d(F.pad(x, pads), self.pool_size, self.stride)
+                    total = self.pool(F.pad(x, pads))
                     return total / F.avg_pool2d(ones, self.pool_size, self.stride)
-        if self.kind == "MaxPooling2D":
-            return F.max_pool2d(x, self.pool_size, self.stride)
-        return F.avg_pool2d(x, self.pool_size, self.stride)
+        return self.pool(x)
 
     def extra_repr(self) -> str:
         return f"{self.kind}, pool={self.pool_size}, stride={self.stride}, padding={self.padding!r}"
 
 
 class KerasGlobalPool(nn.Module):
+    """``GlobalAveragePooling2D`` / ``GlobalMaxPooling2D``: an ``nn.AdaptiveAvgPool2d(1)`` /
+    ``nn.AdaptiveMaxPool2d(1)`` module ``pool`` (LRP's sum-pooling rule and DeepLift see it),
+    flattened to [N,C]."""
+
     def __init__(self, kind: str, config: dict, name: str = ""):
         super().__init__()
         _check_channels_last(config, name)
         self.kind = kind
+        self.pool = nn.AdaptiveAvgPool2d(1) if kind == "GlobalAveragePooling2D" else nn.AdaptiveMaxPool2d(1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x.mean(dim=(2, 3)) if self.kind == "GlobalAveragePooling2D" else x.amax(dim=(2, 3))
+        return self.pool(x).flatten(1)
 
 
 class KerasAdd(nn.Module):

@@ -67,8 +67,7 @@ class XceptionClassifier(nn.Module):
         self.net = KerasGraph(model, output=out.inbound[0])
         convs = [n for n in self.net.order if isinstance(self.net.layers[n], KerasConv2d)]
         self.target_layer_name = convs[-1]
-        n_out = self.target_layer.weight.shape[0] if self.target_layer.pointwise is None \
-            else self.target_layer.pointwise.shape[0]
+        n_out = self.target_layer.out_channels
         if n_out != len(classes):
             raise ValueError(f"{model.path}: {n_out} outputs but {len(classes)} class names")
         self.classes = tuple(classes)
