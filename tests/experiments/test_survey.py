@@ -21,7 +21,7 @@ def _per_face(edge_inside: float, edge_outside: float, n_faces: int = 12) -> pd.
                              family=SV.FAMILY[m],
                              edge_similarity=(edge_inside if inside else edge_outside) + 0.01 * rng.standard_normal(),
                              map_coarseness=0.2 if m == "grad-cam" else 0.02, deletion_auc=0.1 * (1 + methods.index(m)),
-                             rand_all_spearman_abs=0.5, seconds=1.0, forward_passes=1, backward_passes=1))
+                             rand_all_dependence=0.5, seconds=1.0, forward_passes=1, backward_passes=1))
     return pd.DataFrame(rows)
 
 
@@ -91,6 +91,7 @@ def test_explain_face_scores_every_method_with_the_randomized_model():
     assert {r["method"] for r in rows} == {"gradient", "rise"}
     for r in rows:
         assert -1 <= r["rand_all_spearman_abs"] <= 1
+        assert r["rand_all_dependence"] == abs(r["rand_all_spearman_abs"])
         assert 0 <= r["deletion_auc"] <= 1
     assert "seed_spearman" in [k for r in rows for k in r]
 

@@ -305,6 +305,9 @@ def score_face(model: nn.Module, res: FaceResult, step: float = 0.05, batch_size
             tag = "all" if depth == max(res.randomized[m]) else f"top{depth}"
             row[f"rand_{tag}_spearman"] = spearman(run.map, rmap)
             row[f"rand_{tag}_spearman_abs"] = spearman(np.abs(run.map), np.abs(rmap))
+            # the check's reading: how strongly the maps still relate, whichever the direction (a
+            # map that flips under randomization is as tied to the image as one that stays)
+            row[f"rand_{tag}_dependence"] = abs(row[f"rand_{tag}_spearman_abs"])
             row[f"rand_{tag}_ssim"] = map_ssim(run.map, rmap)
         rows.append(row)
     res.rows = rows
@@ -313,21 +316,21 @@ def score_face(model: nn.Module, res: FaceResult, step: float = 0.05, batch_size
 
 LEADERBOARD_COLUMNS = {  # column -> higher is better (from the metrics' declarations)
     "deletion_auc": False, "insertion_auc": True, "average_drop": True, "increase_in_confidence": False,
-    "win": True, "rand_all_spearman_abs": False, "seed_spearman": True, "edge_similarity": False,
+    "win": True, "rand_all_dependence": False, "seed_spearman": True, "edge_similarity": False,
     "map_coarseness": False,
 }
 
 
 def leaderboard(per_face: pd.DataFrame) -> pd.DataFrame:
     """Per task and method the mean of every per-face metric, the cost, and ranks by deletion
-    AUC (lower is better) and by the randomization check (Spearman of |map| with the fully
-    randomized model's, lower = depends more on the weights)."""
+    AUC (lower is better) and by the randomization check (the absolute Spearman correlation of
+    |map| with the fully randomized model's, lower = depends more on the weights)."""
     value_cols = [c for c in per_face.columns if c not in ("task", "face", "model", "method", "family")]
     table = (per_face.groupby(["task", "model", "method", "family"], sort=False)[value_cols].mean()
              .reset_index())
     table.insert(4, "n_faces", per_face.groupby(["task", "model", "method", "family"], sort=False)
                  .size().to_numpy())
-    for col, rank_col in (("deletion_auc", "rank_deletion"), ("rand_all_spearman_abs", "rank_randomization")):
+    for col, rank_col in (("deletion_auc", "rank_deletion"), ("rand_all_dependence", "rank_randomization")):
         if col in table:
             table[rank_col] = table.groupby("task")[col].rank(method="min").astype("Int64")
     return table
@@ -388,13 +391,13 @@ def fig_leaderboard(board: pd.DataFrame):
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         sub = board[board.task == task]
-        y = sub["rand_all_spearman_abs"] if "rand_all_spearman_abs" in sub else np.zeros(len(sub))
+        y = sub["rand_all_dependence"] if "rand_all_dependence" in sub else np.zeros(len(sub))
         for (_, r), yy in zip(sub.iterrows(), y):
             ax.scatter(r.deletion_auc, yy, color=colours.get(r.family, "gray"), s=30)
             ax.annotate(method_label(r.method), (r.deletion_auc, yy), fontsize=7, xytext=(3, 2),
                         textcoords="offset points")
         ax.set_xlabel("deletion AUC (lower is better)")
-        ax.set_ylabel("Spearman |map| trained vs all layers randomized")
+        ax.set_ylabel("|Spearman| of |map|, trained vs all layers randomized")
         ax.set_title(f"{task} ({sub.model.iloc[0]})", fontsize=9)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=f) for f, c in colours.items()]
     fig.legend(handles=handles, loc="lower center", ncol=len(colours), fontsize=8)

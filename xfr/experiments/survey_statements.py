@@ -22,7 +22,7 @@ STATEMENTS = {
     "fine_detail": (EDGE_METHODS, "map_coarseness",
                     "§2.2: Integrated Gradients, Guided Backprop and DeepLIFT show fine detail (coarseness lower)"),
     "cam_coarse": (CAM_METHODS, "map_coarseness", "§2.2: CAM-based maps are coarse"),
-    "gradient_randomization": (GRADIENT_METHODS, "rand_all_spearman_abs",
+    "gradient_randomization": (GRADIENT_METHODS, "rand_all_dependence",
                                "§2.5 (Adebayo et al.): gradient maps change less than the others when "
                                "all the weights are randomized"),
 }
