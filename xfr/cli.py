@@ -60,9 +60,9 @@ RANDOM_METHODS = ("lime", "lime-map", "rise", "rise-gauss", "s-rise")
 RELIABILITY_CAP = 8000
 DEFAULT_MASKS: dict[str, dict[str, int | None]] = {
     "verification": {"rise": 2000, "rise-gauss": 700, "s-rise keep": 1500, "s-rise remove": 2300},
-    "expression": {"lime": 500, "lime-map": 2000, "rise": 4300, "rise-gauss": 1000, "s-rise keep": 7100, "s-rise remove": 5500},
+    "expression": {"lime": 500, "lime-map": 1100, "rise": 4100, "rise-gauss": 1000, "s-rise keep": 5000, "s-rise remove": 4200},
     "detection": {"rise": 3100, "rise-gauss": 1600},
-    "masks": {"rise": 2000, "rise-gauss": 1500},
+    "masks": {"rise": 2000, "rise-gauss": 1400},
 }
 TASK_MEASURED_AS = {"gender": "expression"}  # gender uses the expression model family's counts
 
