@@ -304,10 +304,11 @@ def score_face(model: nn.Module, res: FaceResult, step: float = 0.05, batch_size
         for depth, rmap in sorted(res.randomized.get(m, {}).items()):
             tag = "all" if depth == max(res.randomized[m]) else f"top{depth}"
             row[f"rand_{tag}_spearman"] = spearman(run.map, rmap)
-            row[f"rand_{tag}_spearman_abs"] = spearman(np.abs(run.map), np.abs(rmap))
+            rho_abs = spearman(np.abs(run.map), np.abs(rmap))
+            row[f"rand_{tag}_spearman_abs"] = rho_abs
             # the check's reading: how strongly the maps still relate, whichever the direction (a
             # map that flips under randomization is as tied to the image as one that stays)
-            row[f"rand_{tag}_dependence"] = abs(row[f"rand_{tag}_spearman_abs"])
+            row[f"rand_{tag}_dependence"] = abs(rho_abs)
             row[f"rand_{tag}_ssim"] = map_ssim(run.map, rmap)
         rows.append(row)
     res.rows = rows
