@@ -410,10 +410,10 @@ def fig_leaderboard(board: pd.DataFrame):
 def fitted_tau(embed_fn, probes: Tensor, mates: Tensor, nonmates: Tensor, batch_size: int = 64) -> float:
     """The cosine threshold with the best accuracy on the triplets' genuine (probe, mate) and
     impostor (probe, non-mate) pairs (:func:`xfr.score.cosine_tau`)."""
+    from ..metrics.base import embed_batches
     from ..score import cosine_tau
 
-    e = torch.cat([embed_fn(x[i:i + batch_size]) for x in (probes, mates, nonmates)
-                   for i in range(0, len(x), batch_size)])
+    e = embed_batches(embed_fn, torch.cat([probes, mates, nonmates]), batch_size)
     n = len(probes)
     ep, em, en = e[:n], e[n:2 * n], e[2 * n:]
     sims = torch.cat([(ep * em).sum(1), (ep * en).sum(1)]).numpy()

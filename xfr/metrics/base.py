@@ -102,3 +102,22 @@ def box_mask(box, shape: tuple[int, ...]) -> np.ndarray:
     cols = np.arange(w) + 0.5
     rows = np.arange(h) + 0.5
     return ((rows[:, None] >= y1) & (rows[:, None] <= y2)) & ((cols[None] >= x1) & (cols[None] <= x2))
+
+
+EmbedFn = Callable[[torch.Tensor], torch.Tensor]  # images [N,3,H,W] in [0,1] -> embeddings [N,D]
+
+
+def embed_batches(embed_fn: EmbedFn, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """L2-normalized embeddings [N,D] (float32, CPU) of ``images`` by ``embed_fn``, ``batch_size``
+    images per call, without gradients (the inpainting game and the item-response curves)."""
+    import torch.nn.functional as F
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            chunk = images[i:i + batch_size]
+            e = embed_fn(chunk)
+            if not isinstance(e, torch.Tensor) or e.dim() != 2 or e.shape[0] != len(chunk):
+                raise ValueError("embed_fn must map images [N,3,H,W] to embeddings [N,D]")
+            out.append(F.normalize(e.float().cpu(), dim=1))
+    return torch.cat(out)

@@ -33,22 +33,20 @@ map 0.5 (AUC) and the region's share of pixels (AP).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from scipy import stats
 from torch import Tensor
 
 from ..engine import check_image
-from .base import as_map, declares
+from .base import EmbedFn, as_map, declares, embed_batches
 
 REGIONS = ("eyes", "eyebrows", "nose", "mouth")
 CRITERIA = ("threshold", "closer")
-EmbedFn = Callable[[Tensor], Tensor]  # images [N,3,H,W] in [0,1] -> embeddings [N,D]
 
 
 # ----------------------------------------------------------------------------- regions
@@ -130,17 +128,6 @@ class InpaintingSet:
         return np.flatnonzero(self.kept)
 
 
-def _embed(embed_fn: EmbedFn, images: Tensor, batch_size: int) -> Tensor:
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(images), batch_size):
-            e = embed_fn(images[i:i + batch_size])
-            if not isinstance(e, Tensor) or e.dim() != 2 or e.shape[0] != len(images[i:i + batch_size]):
-                raise ValueError("embed_fn must map images [N,3,H,W] to embeddings [N,D]")
-            out.append(F.normalize(e.float().cpu(), dim=1))
-    return torch.cat(out)
-
-
 def _check_stack(x, name: str) -> Tensor:
     if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != 3:
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -179,7 +166,7 @@ def inpainting_triplets(embed_fn: EmbedFn, probes: Tensor, mates: Tensor, nonmat
         if not isinstance(m, Tensor) or tuple(m.shape) != (n, *hw):
             got = tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__
             raise ValueError(f"region_masks[{r!r}] must be a Tensor [N,H,W] = {(n, *hw)}, got {got}")
-    e = _embed(embed_fn, torch.cat([probes, mates, nonmates]), batch_size)
+    e = embed_batches(embed_fn, torch.cat([probes, mates, nonmates]), batch_size)
     ep, em, en = e[:n], e[n:2 * n], e[2 * n:]
     s_pm, s_pn = (ep * em).sum(1), (ep * en).sum(1)
     imgs, masks, trip, reg = [], [], [], []
@@ -191,7 +178,7 @@ def inpainting_triplets(embed_fn: EmbedFn, probes: Tensor, mates: Tensor, nonmat
             trip.append(i)
             reg.append(r)
     inp = torch.stack(imgs)
-    ei = _embed(embed_fn, inp, batch_size)
+    ei = embed_batches(embed_fn, inp, batch_size)
     t = torch.tensor(trip)
     s_im, s_in = (ei * em[t]).sum(1).numpy(), (ei * en[t]).sum(1).numpy()
     s_pm_i, s_pn_i = s_pm[t].numpy(), s_pn[t].numpy()

@@ -34,10 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import declares
+from .base import EmbedFn, declares, embed_batches
 
 Perturbation = Callable[[Tensor, float, Tensor], Tensor]
-EmbedFn = Callable[[Tensor], Tensor]
 
 
 def _check_strength(strength) -> float:
@@ -222,18 +221,6 @@ class ItemResponse:
         return int((~self.kept).sum())
 
 
-def _embed(embed_fn: EmbedFn, images: Tensor, batch_size: int) -> Tensor:
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(images), batch_size):
-            chunk = images[i:i + batch_size]
-            e = embed_fn(chunk)
-            if not isinstance(e, Tensor) or e.dim() != 2 or e.shape[0] != len(chunk):
-                raise ValueError("embed_fn must map images [N,3,H,W] to embeddings [N,D]")
-            out.append(F.normalize(e.float().cpu(), dim=1))
-    return torch.cat(out)
-
-
 def herd(s_unperturbed, tau: float, identities: Sequence | None = None) -> tuple[np.ndarray, list]:
     """Herding (survey §6): keep pair i iff s_i >= tau; with ``identities`` (one per pair), drop
     every pair of an identity that has any failing pair. Returns (kept [N] bool, dropped ids)."""
@@ -279,7 +266,7 @@ def item_response_curves(embed_fn: EmbedFn, pairs: tuple[Tensor, Tensor],
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(probes)
-    e = _embed(embed_fn, torch.cat([gallery, probes]), batch_size)
+    e = embed_batches(embed_fn, torch.cat([gallery, probes]), batch_size)
     eg, ep = e[:n], e[n:]
     s0 = (eg * ep).sum(1).numpy().astype(np.float64)
     if herding:
@@ -298,7 +285,7 @@ def item_response_curves(embed_fn: EmbedFn, pairs: tuple[Tensor, Tensor],
                 x = fn(probes[r], float(s), r)
                 if not isinstance(x, Tensor) or x.shape != probes[r].shape:
                     raise ValueError(f"perturbation {name!r} must return images of the input's shape")
-                vals.append((_embed(embed_fn, x, batch_size) * eg[r]).sum(1))
+                vals.append((embed_batches(embed_fn, x, batch_size) * eg[r]).sum(1))
                 n_forward += len(r)
             if vals:
                 per[j] = torch.cat(vals).numpy()
