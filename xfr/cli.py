@@ -67,6 +67,15 @@ DEFAULT_MASKS: dict[str, dict[str, int | None]] = {
 TASK_MEASURED_AS = {"gender": "expression"}  # gender uses the expression model family's counts
 
 
+EXPLAIN_DATASET_DOC = """Explain every item of a data set into shards of maps (.npz, float16) and per-item tables
+(score, status, seconds), with a manifest.json; a rerun skips the finished shards (xfr.jobs).
+
+    xfr explain-dataset --task expression --class happy data/fer2013_privatetest/happy -o runs/fer-happy \\
+        --method occlusion -p patch=16 -p stride=8 --shard-size 100 --workers 2
+
+Images are used as they are (cropped faces, as with xfr explain --no-align)."""
+
+
 class CliError(ValueError):
     """A user error: ``main`` prints ``error: <message>`` (one line) and returns 2."""
 
@@ -575,6 +584,111 @@ def default_masks(task: str, method: str) -> int:
     return max(known) if known else 500
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def dataset_items(inputs: list[str], list_file: str | None, task: str) -> list:
+    """The items of ``xfr explain-dataset``: image files and folders (their images, sorted) or
+    the lines of ``--list`` (verification: two paths a line, separated by a tab or a comma;
+    positional inputs are then taken two by two). Missing images are left to the job (recorded
+    as failed items); a missing list file or folder, or no item at all, is a CliError."""
+    paths: list[str] = []
+    if list_file:
+        lf = Path(list_file)
+        if not lf.is_file():
+            raise CliError(f"list file not found: {list_file}")
+        lines = [ln.strip() for ln in lf.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        if task == "verification":
+            pairs = []
+            for n, ln in enumerate(lines, 1):
+                parts = [p.strip() for p in ln.replace("\t", ",").split(",") if p.strip()]
+                if len(parts) != 2:
+                    raise CliError(f"{list_file}:{n}: a verification line holds PROBE,REFERENCE, got {ln!r}")
+                pairs.append(parts)
+            items: list = pairs
+        else:
+            items = lines
+    else:
+        items = []
+    for inp in inputs or []:
+        p = Path(inp)
+        if p.is_dir():
+            paths += [str(q) for q in sorted(p.rglob("*")) if q.suffix.lower() in IMAGE_SUFFIXES]
+        elif not p.exists() and not p.suffix:
+            raise CliError(f"input folder not found: {inp}")
+        else:
+            paths.append(str(p))
+    if task == "verification" and paths:
+        if len(paths) % 2:
+            raise CliError(f"verification inputs go by pairs PROBE REFERENCE; got {len(paths)} images")
+        items += [paths[i:i + 2] for i in range(0, len(paths), 2)]
+    elif paths:
+        items += paths
+    if not items:
+        raise CliError("no items to explain: give images, folders or --list FILE")
+    return items
+
+
+def _method_params(methods: list[str], items: list[str]) -> dict[str, dict]:
+    """-p KEY=VALUE (every method that takes KEY; with one method: that one) or
+    -p METHOD.KEY=VALUE, checked against the methods' arguments."""
+    out: dict[str, dict] = {m: {} for m in methods}
+    for key, value in _params(items).items():
+        method, _, name = key.partition(".") if "." in key else ("", "", key)
+        if method and method not in out:
+            raise CliError(f"-p {key}: {method} is not among the methods ({', '.join(methods)})")
+        targets = [method] if method else [m for m in methods if name in method_params(m)] or methods[:1]
+        for m in targets:
+            out[m][name] = value
+    return {m: check_params(m, kw) for m, kw in out.items()}
+
+
+def explain_dataset_command(args) -> int:
+    from .jobs import run_job
+
+    methods = list(dict.fromkeys(args.method or ["occlusion"]))
+    black_box = [m for m in METHODS if m in _black_box_methods()]
+    for m in methods:
+        if m not in black_box:
+            raise CliError(f"explain-dataset runs the black-box methods ({', '.join(black_box)}), not {m!r}")
+    params = _method_params(methods, args.param)
+    model_name: str = args.model or DEFAULT_MODELS[args.task]
+    cls = None
+    if args.task != "verification":
+        classes = model_classes(model_name)
+        if args.cls is None:
+            raise CliError("--class is required for this task" + (f"; one of {list(classes)}" if classes else ""))
+        cls = classes[_class_index(classes, args.cls)] if classes else args.cls  # the name, as the API's
+    if args.shard_size < 1:
+        raise CliError(f"--shard-size must be >= 1, got {args.shard_size}")
+    if args.workers < 0:
+        raise CliError(f"--workers must be >= 0, got {args.workers}")
+    if args.workers >= 1 or args.address:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise CliError("--workers >= 1 runs on Ray: pip install 'xfr[jobs]' (or --workers 0)") from None
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"the output {out} is a file; give a folder")
+    if not out.parent.is_dir():
+        raise CliError(f"the folder of the output {out} does not exist: {out.parent} (create it first)")
+    items = dataset_items(args.inputs, args.list, args.task)
+    progress = bool(args.progress or (not args.quiet and sys.stderr.isatty()))
+    summary = run_job(items, args.task, model_name, params, out, cls=cls, shard_size=args.shard_size,
+                      seed=args.seed, batch_size=args.batch_size, workers=max(args.workers, 1 if args.address else 0),
+                      address=args.address, progress=progress)
+    print(summary.text())
+    print(f"wrote {out}")
+    return 0
+
+
+def _black_box_methods() -> tuple[str, ...]:
+    from .explain import SINGLE_IMAGE_METHODS
+
+    return tuple(SINGLE_IMAGE_METHODS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = ArgumentParser(prog="xfr", description="Black-box explainable face analysis")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -612,6 +726,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
                    help="explainer parameter, e.g. -p n_masks=1000 -p t_max=5 (repeatable)")
     e.set_defaults(func=explain_command)
+    d = sub.add_parser("explain-dataset", help="saliency maps of a whole data set: sharded, resumable (xfr.jobs)",
+                       description=EXPLAIN_DATASET_DOC, formatter_class=HelpFormatter)
+    d.add_argument("inputs", nargs="*", help="image files or folders (verification: PROBE REFERENCE pairs)")
+    d.add_argument("--list", help="text file of items, one a line (verification: PROBE,REFERENCE)")
+    d.add_argument("-o", "--output", required=True, help="output folder (shards, manifest.json); rerun to resume")
+    d.add_argument("--task", choices=("expression", "gender", "verification"), default="expression")
+    d.add_argument("--class", dest="cls", help="class to explain (name or index), expression/gender")
+    d.add_argument("--model", help="registry name (default per task: "
+                   + ", ".join(f"{k}: {DEFAULT_MODELS[k]}" for k in ("expression", "gender", "verification")) + ")")
+    d.add_argument("--method", action="append", help="black-box method (repeatable; default occlusion)")
+    d.add_argument("-p", "--param", action="append", metavar="[METHOD.]KEY=VALUE",
+                   help="explainer parameter, e.g. -p occlusion.patch=16 -p n_masks=1000 (repeatable)")
+    d.add_argument("--shard-size", type=int, default=100, help="items per shard file")
+    d.add_argument("--workers", type=int, default=0, help="0: in this process; N >= 1: N Ray actors")
+    d.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    d.add_argument("--seed", type=int, default=0, help="job seed; item i's random seed derives from (seed, i)")
+    d.add_argument("--batch-size", type=int, default=64, help="perturbed images per forward pass")
+    d.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=explain_dataset_command)
     return ap
 
 
