@@ -213,3 +213,21 @@ def test_a_worker_that_dies_is_replaced_and_every_item_done_once(ray_local, refe
     rows, _ = jobs.load_maps(out)
     assert rows["index"].tolist() == list(range(7))
     assert_same_outputs(reference, out)
+
+
+def test_cli_verification_pairs(tmp_path, capsys):
+    from xfr.data import lfw_pairs
+
+    pairs = lfw_pairs()[:2]
+    if not pairs or not Path(pairs[0].a).exists():
+        pytest.skip("LFW pairs not assembled (python -m xfr.data)")
+    argv = [str(p) for pair in pairs for p in (pair.a, pair.b)] + ["missing.jpg", str(pairs[0].b)]
+    out = tmp_path / "ver"
+    rc = main(["explain-dataset", "--task", "verification", *argv, "-o", str(out), "-p", "patch=175",
+               "-p", "stride=175", "--shard-size", "2", "--quiet"])
+    assert rc == 0 and "3 items in 2 shards" in capsys.readouterr().out
+    rows, maps = jobs.load_maps(out)
+    assert rows["status"].tolist()[:2] == ["ok", "ok"] and rows["status"][2].startswith("FileNotFoundError")
+    assert rows["item"][0] == f"{pairs[0].a}|{pairs[0].b}" and -1 <= rows["score"][0] <= 1
+    assert sorted(maps) == ["occlusion/0", "occlusion/1"] and maps["occlusion/0"].shape == (350, 350)
+    assert json.loads((out / "manifest.json").read_text())["model"]["name"] == "dlib-resnet"

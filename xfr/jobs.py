@@ -338,7 +338,7 @@ def run_job(items: Sequence, task: str, model: str, methods: Mapping[str, Mappin
         prev = json.loads(old.read_text())
         if prev.get("job") != json.loads(json.dumps(spec.params())) or prev.get("table_format") != fmt:
             raise ValueError(f"{out} holds the outputs of a different job (see its {MANIFEST}); use another folder")
-    for tmp in out.glob(".shard-*.tmp"):  # left by a killed run
+    for tmp in [*out.glob(".shard-*.tmp"), *out.glob(f".{MANIFEST}.*.tmp")]:  # left by a killed run
         tmp.unlink()
     todo = [s for s in range(spec.n_shards) if not shard_paths(out, s, fmt)[1].exists()]
     summary = JobSummary(shards_skipped=spec.n_shards - len(todo))
