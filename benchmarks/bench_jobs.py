@@ -1,7 +1,7 @@
 """Throughput of one data-set explanation job (xfr.jobs) in process and on local Ray actors, side
 by side in one run (issue 16): occlusion maps of FER-2013 faces with mini-xception-fer2013.
 
-    python benchmarks/bench_jobs.py [--faces 200] [--shard-size 25]
+    python benchmarks/bench_jobs.py [--faces 200] [--shard-size 25] [--method occlusion|rise]
 
 Prints items/s for the in-process loop with 1 and with all torch threads and for 1 and 2 Ray
 workers (Ray's start-up timed separately), and the engine's overhead per item against the
@@ -23,10 +23,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faces", type=int, default=200)
     ap.add_argument("--shard-size", type=int, default=25)
+    ap.add_argument("--method", choices=("occlusion", "rise"), default="occlusion",
+                    help="occlusion 16/8 (27 passes per face) or RISE with 2000 masks (a heavier item)")
     args = ap.parse_args()
     table = fer2013()
     items = [str(p) for p in table[table.label == "happy"].path.head(args.faces)]
-    methods = {"occlusion": {"patch": 16, "stride": 8}}
+    methods = ({"occlusion": {"patch": 16, "stride": 8}} if args.method == "occlusion"
+               else {"rise": {"n_masks": 2000}})
     rows = []
 
     def job(label: str, workers: int) -> None:
@@ -48,7 +51,7 @@ def main() -> None:
     for w in (1, 2):
         job(f"Ray, {w} worker(s)", w)
     base = next(r for r in rows if r[0].startswith("in process, 1"))
-    print(f"{len(items)} FER faces, occlusion 16/8, shard size {args.shard_size}, {cores} cores; "
+    print(f"{len(items)} FER faces, {args.method}, shard size {args.shard_size}, {cores} cores; "
           f"Ray start-up {ray_start:.1f} s (not included below)")
     print(f"{'run':34s} {'wall s':>8s} {'items/s':>8s} {'ok':>5s} {'forward':>8s} {'overhead ms/item':>17s}")
     for label, wall, rate, ok, fwd in rows:
