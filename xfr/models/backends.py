@@ -171,9 +171,12 @@ def _open(path: Path, backend: str):
         raise ImportError("backend='openvino' needs the openvino package (an xfr dependency): "
                           "pip install openvino, or use backend='onnxruntime' or 'torch'") from None
     core = ov.Core()
+    # no CPU pinning: OpenVINO pins its threads to the first cores by default, so two processes
+    # with one thread each (Ray actors, xfr.jobs) shared core 0 (measured: 53 % CPU each)
     compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads,
                                                      "PERFORMANCE_HINT": "LATENCY",
-                                                     "INFERENCE_PRECISION_HINT": "f32"})
+                                                     "INFERENCE_PRECISION_HINT": "f32",
+                                                     "ENABLE_CPU_PINNING": False})
     request = compiled.create_infer_request()
 
     def run(arr):
