@@ -19,6 +19,12 @@ and is skipped when the job runs again. A bad item is recorded and the run goes 
 methods' seed of item ``i`` is derived from (``seed``, ``i``), so maps do not depend on the
 sharding, the number of workers or which shards were done before an interruption.
 
+The work done per item is an :class:`ItemTask`: the built-in tasks ``expression``, ``gender``
+and ``verification`` run black-box methods (:class:`BlackBoxTask`); a paper's stage gives its own
+task as ``"module:Class"`` (e.g. the CMS paper's CIS of a face, the S-RISE paper's Table 1 of a
+triplet), with its ``options``, its extra table columns, its map dtype and, when it has them,
+long-format ``records`` per item (``shard-00000.records.csv``, written before the table).
+
 ``workers=0`` runs the shards one after the other in this process (debugging, CI);
 ``workers>=1`` runs them on Ray (``ray.init()`` local, or ``address=`` of a cluster) with one
 actor per worker, each loading the model once; shards go to the actors through
@@ -61,14 +67,18 @@ class JobSpec:
     model: str
     methods: dict[str, dict]  # method name -> keyword arguments
     cls: int | str | None = None  # expression/gender: class name or index
+    options: dict = field(default_factory=dict)  # an ItemTask's own parameters
     seed: int = 0
     batch_size: int = 64
     shard_size: int = 100
 
     def __post_init__(self) -> None:
-        self.items = [normalize_item(it, self.task) for it in self.items]
+        task = resolve_task(self.task)
+        self.items = [task.normalize_item(it, self) for it in self.items]
         self.methods = {str(k): dict(v or {}) for k, v in self.methods.items()}
+        self.options = json.loads(json.dumps(dict(self.options or {})))  # what the manifest holds
         check_spec(self)
+        task.check(self)
 
     @property
     def n_shards(self) -> int:
@@ -86,6 +96,29 @@ class JobSpec:
         return d
 
 
+def resolve_task(task: str) -> type[ItemTask]:
+    """The :class:`ItemTask` class of a task name: a built-in (:data:`TASKS`) or ``"module:Class"``."""
+    if task in TASKS:
+        return BlackBoxTask
+    if not isinstance(task, str) or ":" not in task:
+        raise ValueError(f"task must be one of {', '.join(TASKS)} or 'module:Class' of an ItemTask, got {task!r}")
+    import importlib
+
+    module, _, name = task.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"task {task!r} not found: {err}") from err
+    if not (isinstance(cls, type) and issubclass(cls, ItemTask)):
+        raise ValueError(f"task {task!r} is not an xfr.jobs.ItemTask")
+    return cls
+
+
+def task_name(cls: type) -> str:
+    """The ``"module:Class"`` name of an :class:`ItemTask` class (what JobSpec.task holds)."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def normalize_item(item, task: str):
     if task == "verification":
         if isinstance(item, (str, os.PathLike)) or len(item) != 2:
@@ -100,17 +133,17 @@ def check_spec(spec: JobSpec) -> None:
     """Arguments checked before any model loads (ValueError that says why)."""
     from .explain import SINGLE_IMAGE_METHODS
 
-    if spec.task not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {spec.task!r}")
-    if spec.task != "verification" and spec.cls is None:
-        raise ValueError(f"task {spec.task} needs the class to explain (cls)")
+    if spec.task in TASKS:
+        if spec.task != "verification" and spec.cls is None:
+            raise ValueError(f"task {spec.task} needs the class to explain (cls)")
+        if not spec.methods:
+            raise ValueError("give at least one method")
+        unknown = [m for m in spec.methods if m not in SINGLE_IMAGE_METHODS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; the black-box ones are "
+                             f"{', '.join(sorted(SINGLE_IMAGE_METHODS))}")
     if not spec.items:
         raise ValueError("no items to explain")
-    if not spec.methods:
-        raise ValueError("give at least one method")
-    unknown = [m for m in spec.methods if m not in SINGLE_IMAGE_METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; the black-box ones are {', '.join(sorted(SINGLE_IMAGE_METHODS))}")
     for name, value in (("shard_size", spec.shard_size), ("batch_size", spec.batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -123,59 +156,133 @@ def item_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
-# ----------------------------------------------------------------------------- one worker
-class ShardWorker:
-    """Loads the model once and explains shards (in process, or as a Ray actor)."""
+# ----------------------------------------------------------------------------- item tasks
+@dataclass
+class ItemResult:
+    """What a task computed for one item: ``row`` (the table's task columns: ``score``,
+    ``forward_passes`` and the task's :attr:`ItemTask.columns`), ``maps`` (name -> array,
+    stored as ``<name>/<index>``) and long-format ``records`` (dicts; tasks with records)."""
 
-    def __init__(self, spec: JobSpec, crash_once: tuple[int, str] | None = None):
+    row: dict
+    maps: dict = field(default_factory=dict)
+    records: list = field(default_factory=list)
+
+
+class ItemTask:
+    """The work of a job on one item. A subclass loads its models in ``__init__`` (once per
+    worker, from ``spec.model`` and ``spec.options``) and computes :meth:`explain`; an exception
+    there marks the item failed with its reason and the run goes on."""
+
+    columns: tuple[str, ...] = ()  # the task's table columns after score and forward_passes
+    map_dtype: str = "float16"
+    has_records: bool = False
+
+    def __init__(self, spec: JobSpec):
+        self.spec = spec
+
+    @classmethod
+    def normalize_item(cls, item, spec: JobSpec):
+        """The item as stored in the manifest (JSON: a path string or a list)."""
+        return normalize_item(item, spec.task)
+
+    @classmethod
+    def check(cls, spec: JobSpec) -> None:
+        """Argument checks before any model loads (ValueError that says why)."""
+
+    @property
+    def model(self):  # the model whose weights the manifest records
+        raise NotImplementedError
+
+    def to(self, device) -> None:
+        """Move the task's models to ``device`` (a worker given a GPU); the score functions
+        move each batch to the model's device, and accelerated CPU paths give way to torch."""
+        self.model.to(device)
+
+    def explain(self, index: int, item, seed: int) -> ItemResult:
+        raise NotImplementedError
+
+
+class BlackBoxTask(ItemTask):
+    """The built-in tasks: black-box ``methods`` on an expression/gender class score (items:
+    image paths) or a verification score against the pair's reference (items: pairs)."""
+
+    def __init__(self, spec: JobSpec):
         from .models import load
 
-        self.spec = spec
-        self.model = load(spec.model)
-        self.k: int = -1 if spec.task == "verification" else class_index(self.model, spec.cls)
-        self.crash_once = crash_once  # test hook: (item index, marker file): exit once there
+        super().__init__(spec)
+        self._model = load(spec.model)
+        self.k: int = -1 if spec.task == "verification" else class_index(self._model, spec.cls)
 
-    def run_shard(self, shard: int) -> dict:
-        t0 = time.perf_counter()
-        rows, maps = [], {}
-        for index, item in self.spec.shard_items(shard):
-            if self.crash_once and index == self.crash_once[0] and not Path(self.crash_once[1]).exists():
-                Path(self.crash_once[1]).write_text("crashed\n")
-                os._exit(1)
-            row, item_maps = self.explain_item(index, item)
-            rows.append(row)
-            maps.update(item_maps)
-        return dict(shard=shard, rows=rows, maps=maps, worker=f"{os.uname().nodename}:{os.getpid()}",
-                    seconds=time.perf_counter() - t0)
+    @property
+    def model(self):
+        return self._model
 
-    def explain_item(self, index: int, item) -> tuple[dict, dict]:
+    def explain(self, index: int, item, seed: int) -> ItemResult:
         from .explain.runner import run_methods
         from .io import load_image
         from .score import attribute_score, verification_score
 
+        if self.spec.task == "verification":
+            image, ref = load_image(item[0]), load_image(item[1])
+            f = verification_score(self._model, ref)
+        else:
+            image = load_image(item)
+            f = attribute_score(self._model, self.k)
+        score = float(f(image[None])[0])
+        out = run_methods(f, image, self.spec.methods, seed=seed, batch_size=self.spec.batch_size)
+        return ItemResult(dict(score=score, forward_passes=1 + sum(int(r.n_forward) for r in out.values())),
+                          {name: res.map for name, res in out.items()})
+
+
+# ----------------------------------------------------------------------------- one worker
+class ShardWorker:
+    """Loads the task's models once and explains shards (in process, or as a Ray actor)."""
+
+    def __init__(self, spec: JobSpec, crash_once: tuple[int, str] | None = None, gpu: bool = False,
+                 threads: int | None = None):
+        if threads:  # a Ray actor: the torch threads of the CPUs it was given (not the driver's count)
+            import torch
+
+            torch.set_num_threads(threads)
+        self.spec = spec
+        self.task = resolve_task(spec.task)(spec)
+        if gpu:  # a Ray actor given a GPU (CUDA_VISIBLE_DEVICES names it): the model runs there
+            import torch
+
+            if torch.cuda.is_available():
+                self.task.to(torch.device("cuda"))
+        self.crash_once = crash_once  # test hook: (item index, marker file): exit once there
+
+    def run_shard(self, shard: int) -> dict:
         t0 = time.perf_counter()
-        row: dict = dict(index=index, item=item if isinstance(item, str) else "|".join(item),
-                         status="ok", score=float("nan"), forward_passes=0)
-        maps = {}
+        rows, maps, records = [], {}, []
+        for index, item in self.spec.shard_items(shard):
+            if self.crash_once and index == self.crash_once[0] and not Path(self.crash_once[1]).exists():
+                Path(self.crash_once[1]).write_text("crashed\n")
+                os._exit(1)
+            row, item_maps, item_records = self.explain_item(index, item)
+            rows.append(row)
+            maps.update(item_maps)
+            records += item_records
+        return dict(shard=shard, rows=rows, maps=maps, records=records,
+                    worker=f"{os.uname().nodename}:{os.getpid()}", seconds=time.perf_counter() - t0)
+
+    def explain_item(self, index: int, item) -> tuple[dict, dict, list]:
+        t0 = time.perf_counter()
+        row: dict = dict(index=index, item=item if isinstance(item, str) else "|".join(map(str, item)),
+                         status="ok", score=float("nan"), forward_passes=0, **{c: None for c in self.task.columns})
+        maps, records = {}, []
         try:
-            if self.spec.task == "verification":
-                image, ref = load_image(item[0]), load_image(item[1])
-                f = verification_score(self.model, ref)
-            else:
-                image = load_image(item)
-                f = attribute_score(self.model, self.k)
-            row["score"] = float(f(image[None])[0])
-            out = run_methods(f, image, self.spec.methods, seed=item_seed(self.spec.seed, index),
-                              batch_size=self.spec.batch_size)
-            for name, res in out.items():
-                maps[f"{name}/{index}"] = np.asarray(res.map, dtype=np.float16)
-            row["forward_passes"] = 1 + sum(int(r.n_forward) for r in out.values())
+            res = self.task.explain(index, item, item_seed(self.spec.seed, index))
+            row.update(res.row)
+            maps = {f"{name}/{index}": np.asarray(m, dtype=self.task.map_dtype) for name, m in res.maps.items()}
+            records = [dict(index=index, **r) for r in res.records]
         except Exception as err:  # recorded, the run goes on
             message = str(err).strip().splitlines()[0] if str(err).strip() else ""
             row["status"] = f"{type(err).__name__}: {message}"
-            maps = {}
+            maps, records = {}, []
         row["seconds"] = time.perf_counter() - t0
-        return row, maps
+        return row, maps, records
 
 
 def class_index(model, cls) -> int:
@@ -235,14 +342,25 @@ def table_format() -> str:
     return "parquet"
 
 
-def table_bytes(rows: Sequence[dict], fmt: str) -> bytes:
-    df = pd.DataFrame(rows, columns=["index", "item", "status", "score", "forward_passes", "seconds"])
+BASE_COLUMNS = ("index", "item", "status", "score", "forward_passes")
+
+
+def table_columns(spec: JobSpec) -> list[str]:
+    return [*BASE_COLUMNS, *resolve_task(spec.task).columns, "seconds"]
+
+
+def table_bytes(rows: Sequence[dict], fmt: str, columns: Sequence[str] | None = None) -> bytes:
+    df = pd.DataFrame(rows, columns=list(columns or [*BASE_COLUMNS, "seconds"]))
     buf = io.BytesIO()
     if fmt == "parquet":
         df.to_parquet(buf, index=False)
     else:
         buf.write(df.to_csv(index=False, float_format="%.9g", lineterminator="\n").encode())
     return buf.getvalue()
+
+
+def records_bytes(records: Sequence[dict]) -> bytes:
+    return pd.DataFrame(records).to_csv(index=False, float_format="%.9g", lineterminator="\n").encode()
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -254,10 +372,16 @@ def shard_paths(out_dir: Path, shard: int, fmt: str) -> tuple[Path, Path]:
     return out_dir / f"shard-{shard:05d}.npz", out_dir / f"shard-{shard:05d}.{fmt}"
 
 
-def write_shard(out_dir: Path, result: dict, fmt: str) -> None:
+def records_path(out_dir: Path, shard: int) -> Path:
+    return out_dir / f"shard-{shard:05d}.records.csv"
+
+
+def write_shard(out_dir: Path, result: dict, fmt: str, spec: JobSpec) -> None:
     npz, table = shard_paths(out_dir, result["shard"], fmt)
     atomic_write(npz, npz_bytes(result["maps"]))
-    atomic_write(table, table_bytes(result["rows"], fmt))  # last: the shard's completion mark
+    if resolve_task(spec.task).has_records:
+        atomic_write(records_path(out_dir, result["shard"]), records_bytes(result["records"]))
+    atomic_write(table, table_bytes(result["rows"], fmt, table_columns(spec)))  # last: the completion mark
 
 
 def code_version() -> str | None:
@@ -267,6 +391,18 @@ def code_version() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def package_code_hash() -> str:
+    """sha256 of the xfr package's Python sources: put in a job's ``options`` by a pipeline stage
+    whose job folder is kept between runs (DVC ``persist``), so that only the code that wrote
+    the shards resumes them (a changed code redoes the job; ``replace_other``)."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def weights_sha256(model) -> str:
@@ -282,9 +418,11 @@ def weights_sha256(model) -> str:
 def manifest(spec: JobSpec, fmt: str, model_sha: str | None) -> dict:
     return dict(
         job=spec.params(), model=dict(name=spec.model, weights_sha256=model_sha),
-        code_version=code_version(), table_format=fmt, map_dtype="float16",
+        code_version=code_version(), table_format=fmt, map_dtype=resolve_task(spec.task).map_dtype,
         shards=[dict(npz=shard_paths(Path(), s, fmt)[0].name, table=shard_paths(Path(), s, fmt)[1].name,
-                     first=s * spec.shard_size, n=len(spec.shard_items(s))) for s in range(spec.n_shards)],
+                     first=s * spec.shard_size, n=len(spec.shard_items(s)),
+                     **({"records": records_path(Path(), s).name} if resolve_task(spec.task).has_records else {}))
+                for s in range(spec.n_shards)],
     )
 
 
@@ -314,9 +452,10 @@ class JobSummary:
         return "\n".join(lines)
 
 
-def run_job(items: Sequence, task: str, model: str, methods: Mapping[str, Mapping | None], out_dir: str | Path,
-            cls: int | str | None = None, shard_size: int = 100, seed: int = 0, batch_size: int = 64,
-            workers: int = 0, address: str | None = None, progress: bool | None = None,
+def run_job(items: Sequence, task: str | type[ItemTask], model: str, methods: Mapping[str, Mapping | None] | None,
+            out_dir: str | Path, cls: int | str | None = None, shard_size: int = 100, seed: int = 0,
+            batch_size: int = 64, workers: int = 0, address: str | None = None, progress: bool | None = None,
+            options: Mapping | None = None, replace_other: bool = False, use_gpus: bool = True,
             stop_after: int | None = None, _crash_once: tuple[int, str] | None = None) -> JobSummary:
     """Explain ``items`` with ``methods`` (name -> keyword arguments) on ``model`` (a name of
     :func:`xfr.models.load`) for ``task`` ('expression'/'gender' with class ``cls``, or
@@ -325,9 +464,17 @@ def run_job(items: Sequence, task: str, model: str, methods: Mapping[str, Mappin
     different job is refused. ``workers=0``: in process; ``workers>=1``: that many Ray actors
     (``address``: a Ray cluster; default a local one). ``stop_after``: stop after writing that
     many shards (tests: a driver killed mid-run). ``progress``: a tqdm bar over items (default:
-    when stderr is a terminal)."""
-    spec = JobSpec(items=list(items), task=task, model=model, methods={k: dict(v or {}) for k, v in methods.items()},
-                   cls=cls, seed=seed, batch_size=batch_size, shard_size=shard_size)
+    when stderr is a terminal).
+
+    ``task`` may also be an :class:`ItemTask` class (or its ``"module:Class"`` name) with its
+    ``options``; ``replace_other``: an ``out_dir`` holding another job's shards is emptied
+    instead of refused (a DVC stage whose parameters changed). ``use_gpus``: on Ray, when the
+    cluster has GPUs, each actor takes one (at most one actor per GPU) and moves its model there."""
+    if isinstance(task, type):
+        task = task_name(task)
+    spec = JobSpec(items=list(items), task=task, model=model,
+                   methods={k: dict(v or {}) for k, v in (methods or {}).items()}, cls=cls,
+                   options=dict(options or {}), seed=seed, batch_size=batch_size, shard_size=shard_size)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
     out = Path(out_dir)
@@ -337,7 +484,10 @@ def run_job(items: Sequence, task: str, model: str, methods: Mapping[str, Mappin
     if old.exists():
         prev = json.loads(old.read_text())
         if prev.get("job") != json.loads(json.dumps(spec.params())) or prev.get("table_format") != fmt:
-            raise ValueError(f"{out} holds the outputs of a different job (see its {MANIFEST}); use another folder")
+            if not replace_other:
+                raise ValueError(f"{out} holds the outputs of a different job (see its {MANIFEST}); use another folder")
+            for f in [*out.glob("shard-*"), old]:
+                f.unlink()
     for tmp in [*out.glob(".shard-*.tmp"), *out.glob(f".{MANIFEST}.*.tmp")]:  # left by a killed run
         tmp.unlink()
     todo = [s for s in range(spec.n_shards) if not shard_paths(out, s, fmt)[1].exists()]
@@ -351,7 +501,7 @@ def run_job(items: Sequence, task: str, model: str, methods: Mapping[str, Mappin
     per_worker: dict[str, list[float]] = {}
 
     def done(result: dict) -> None:
-        write_shard(out, result, fmt)
+        write_shard(out, result, fmt, spec)
         rows = result["rows"]
         summary.items += len(rows)
         summary.shards_done += 1
@@ -369,12 +519,12 @@ def run_job(items: Sequence, task: str, model: str, methods: Mapping[str, Mappin
 
     if workers == 0:
         worker = ShardWorker(spec, _crash_once)
-        atomic_write(old, _json_bytes(manifest(spec, fmt, weights_sha256(worker.model))))
+        atomic_write(old, _json_bytes(manifest(spec, fmt, weights_sha256(worker.task.model))))
         for s in todo:
             done(worker.run_shard(s))
     else:
-        atomic_write(old, _json_bytes(manifest(spec, fmt, _model_sha(spec.model))))
-        _run_ray(spec, todo, workers, address, done, _crash_once)
+        atomic_write(old, _json_bytes(manifest(spec, fmt, _model_sha(spec))))
+        _run_ray(spec, todo, workers, address, done, _crash_once, use_gpus)
     bar.close()
 
     summary.seconds = time.perf_counter() - t0
@@ -384,10 +534,8 @@ def run_job(items: Sequence, task: str, model: str, methods: Mapping[str, Mappin
     return summary
 
 
-def _model_sha(name: str) -> str:
-    from .models import load
-
-    return weights_sha256(load(name))
+def _model_sha(spec: JobSpec) -> str:
+    return weights_sha256(resolve_task(spec.task)(spec).model)
 
 
 def _json_bytes(obj) -> bytes:
@@ -402,7 +550,7 @@ def _progress_bar(total: int, progress: bool | None):
 
 
 def _run_ray(spec: JobSpec, shards: list[int], workers: int, address: str | None,
-             done: Callable[[dict], None], crash_once) -> None:
+             done: Callable[[dict], None], crash_once, use_gpus: bool = True) -> None:
     try:
         import ray
         from ray.util import ActorPool
@@ -412,8 +560,12 @@ def _run_ray(spec: JobSpec, shards: list[int], workers: int, address: str | None
         return
     started = init_ray(address)
     try:
-        Actor = ray.remote(num_cpus=1, max_restarts=3, max_task_retries=3)(ShardWorker)
-        actors = [Actor.remote(spec, crash_once) for _ in range(min(workers, len(shards)))]
+        gpus = int(ray.cluster_resources().get("GPU", 0)) if use_gpus else 0
+        n_actors = min(workers, len(shards), gpus or workers)  # one actor per GPU when there are GPUs
+        node_cpus = max([int(n["Resources"].get("CPU", 1)) for n in ray.nodes() if n.get("Alive")] or [1])
+        cpus = max(1, min(node_cpus, int(ray.cluster_resources().get("CPU", 1)) // n_actors))  # each actor's share
+        Actor = ray.remote(num_cpus=cpus, num_gpus=1 if gpus else 0, max_restarts=3, max_task_retries=3)(ShardWorker)
+        actors = [Actor.remote(spec, crash_once, bool(gpus), cpus) for _ in range(n_actors)]
         pool = ActorPool(actors)
         for result in pool.map_unordered(lambda a, s: a.run_shard.remote(s), shards):
             done(result)
@@ -448,3 +600,12 @@ def load_maps(out_dir: str | Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]
         with np.load(out / s["npz"]) as z:
             maps.update({k: z[k] for k in z.files})
     return pd.concat(tables, ignore_index=True), maps
+
+
+def load_records(out_dir: str | Path) -> pd.DataFrame:
+    """The long-format records of every shard of a finished job (tasks with records)."""
+    out = Path(out_dir)
+    m = json.loads((out / MANIFEST).read_text())
+    frames = [pd.read_csv(out / s["records"]) for s in m["shards"] if "records" in s
+              and (out / s["records"]).stat().st_size > 1]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

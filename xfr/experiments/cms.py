@@ -44,6 +44,7 @@ from ..faces.mesh import (
     warp_map,
     warp_replicate,
 )
+from ..jobs import ItemResult, ItemTask
 from ..models.align import invert_affine
 from ..score import (
     class_score,
@@ -122,8 +123,7 @@ def prepare_sets(mtcnn, fer_images: int | None, utk_images: int | None, celeba_i
 
     Returns (sets: name -> PreparedSet, sampled pairs, kept pairs (pair, face a, face b) with both
     faces prepared, the preparation table) and, as ``metrics``, the nested face counts."""
-    fer_rows = sample_rows(data.fer2013(), fer_images, seed, stratify=["label"])
-    utk_rows = sample_rows(data.utkface(), utk_images, seed, stratify=["gender", "race"])
+    fer_rows, utk_rows = sampled_rows(fer_images, utk_images, seed)
     celeba_rows = sample_rows(data.celeba(), celeba_images, seed, stratify=["Male"])
     pairs = sample_pairs(data.lfw_pairs(), n_pairs, seed)
     lfw_paths = list(dict.fromkeys([p for pr in pairs for p in (pr.a, pr.b)]))
@@ -144,6 +144,12 @@ def prepare_sets(mtcnn, fer_images: int | None, utk_images: int | None, celeba_i
                   if pr.a.name in lfw_face and pr.b.name in lfw_face]
     prep = pd.DataFrame([s.summary(k) for k, s in sets.items()])
     return sets, pairs, kept_pairs, prep
+
+
+def sampled_rows(fer_images: int | None, utk_images: int | None, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The FER-2013 (stratified by class) and UTKFace (by gender x race) rows of the CMS runs."""
+    return (sample_rows(data.fer2013(), fer_images, seed, stratify=["label"]),
+            sample_rows(data.utkface(), utk_images, seed, stratify=["gender", "race"]))
 
 
 def face_metrics(prep: pd.DataFrame, pairs: Sequence, kept_pairs: Sequence) -> dict:
@@ -213,23 +219,25 @@ def accuracy_metrics(accuracy: pd.DataFrame) -> dict:
 def cis_runs(fer_model, gender_mini, faceres, dlib, sets: Mapping, kept_pairs: Sequence, tau: float,
              points: Tensor, face, patch: int = 15, canvas_patch: int | None = 16, batch_size: int = 64,
              gender_context: float = 0.0, faceres_images: int | None = None,
-             work_size: int = WORK_SIZE) -> dict[str, CISRun]:
+             work_size: int = WORK_SIZE, done: Mapping[str, CISRun] | None = None) -> dict[str, CISRun]:
     """The CIS maps (Algorithm 1) of the four models: expression (FER-2013), the two gender models
     on UTKFace and CelebA (faceres-gender on the first ``faceres_images`` faces), verification
-    (eq. 8 on the LFW pair canvases)."""
+    (eq. 8 on the LFW pair canvases). ``done``: runs already computed (the jobs' runs, read by
+    :func:`run_from_job`), kept as they are."""
     kw = dict(patch=patch, points=points, canvas_patch=canvas_patch, batch_size=batch_size, face=face)
 
     def classifier_run(task, name, model, faces, context=0.0):
         return run_cis(task, name, faces, lambda fc: class_score(model, fc.label, context),
                        lambda fc: fc.image, lambda fc: fc.mesh, **kw)
 
+    done = dict(done or {})
     runs = {}
-    runs["expression_fer2013"] = classifier_run("expression, FER-2013", "mini-xception-fer2013", fer_model,
-                                                sets["FER-2013"].faces)
+    runs["expression_fer2013"] = done.get("expression_fer2013") or classifier_run(
+        "expression, FER-2013", "mini-xception-fer2013", fer_model, sets["FER-2013"].faces)
     for ds in ("UTKFace", "CelebA"):
         key = ds.lower()
-        runs[f"gender_mini_{key}"] = classifier_run(f"gender, {ds}", "mini-xception-gender", gender_mini,
-                                                    sets[ds].faces, gender_context)
+        runs[f"gender_mini_{key}"] = done.get(f"gender_mini_{key}") or classifier_run(
+            f"gender, {ds}", "mini-xception-gender", gender_mini, sets[ds].faces, gender_context)
         runs[f"gender_faceres_{key}"] = classifier_run(f"gender, {ds}", "faceres-gender", faceres,
                                                        sets[ds].faces[:faceres_images])
     runs["verification_lfw"] = run_cis(
@@ -238,6 +246,129 @@ def cis_runs(fer_model, gender_mini, faceres, dlib, sets: Mapping, kept_pairs: S
         lambda it: pair_canvas(it[1].image, it[2].image),
         lambda it: pair_mesh(it[1].mesh, it[2].mesh, work_size), **kw)
     return runs
+
+
+# ----------------------------------------------------------------------------- §3 at scale: xfr.jobs
+# The two large CIS runs (>= 1,000 faces per mini-Xception model, the Fig. 5 convergence claim)
+# run as data-set jobs (xfr.jobs: shards, resumable, Ray workers); the notebook reads their shards.
+JOB_RUNS = {  # run key -> (model, task, data set, face preparation mode)
+    "expression_fer2013": ("mini-xception-fer2013", "expression, FER-2013", "fer2013", "full"),
+    "gender_mini_utkface": ("mini-xception-gender", "gender, UTKFace", "utkface", "crop"),
+}
+
+
+class CISTask(ItemTask):
+    """One face of a CMS run as a job item ``[path, label]``: face preparation (MTCNN, working
+    frame, FaceMesh; :func:`xfr.faces.mesh.prepare_faces`, a face it drops is a failed item with
+    the reason) and its CIS (Algorithm 1) on the class score (eq. 1). Maps: ``cis`` (the CIS on
+    the canonical face, eq. 5) for every face, ``image_map`` (the drops in the image) for the
+    first ``image_map_items`` (the CAM comparison and the examples read those); float16."""
+
+    columns = ("name", "label", "canvas_patch", "mesh_error", "cis_seconds")
+
+    def __init__(self, spec):
+        from .. import models
+        from ..explain.canonical import canonical_face
+
+        super().__init__(spec)
+        o = spec.options
+        self._model = models.load(spec.model)
+        self.detector = models.load("mtcnn")
+        self.face = canonical_face(o["canvas_size"])
+        self.points = spread_landmarks(o["cis_points"], self.face)
+
+    @property
+    def model(self):
+        return self._model
+
+    def to(self, device) -> None:
+        self._model.to(device)
+        self.detector.to(device)
+
+    @classmethod
+    def normalize_item(cls, item, spec):
+        path, label = item
+        return [str(path), int(label)]
+
+    @classmethod
+    def check(cls, spec) -> None:
+        need = {"dataset", "mode", "context", "canvas_size", "cis_points", "patch", "canvas_patch", "crop_scale",
+                "max_mesh_error", "work_size", "image_map_items"}
+        if missing := need - set(spec.options):
+            raise ValueError(f"CISTask options lack {sorted(missing)}")
+
+    def explain(self, index, item, seed):
+        from ..explain.canonical import cis
+
+        o = self.spec.options
+        path, label = item
+        prepared = prepare_faces([path], [label], o["dataset"], o["mode"], self.detector, crop_scale=o["crop_scale"],
+                                 max_mesh_error=o["max_mesh_error"], size=o["work_size"])
+        if not prepared.faces:
+            reason = "no face found" if prepared.dropped["no_face"] else (
+                f"face mesh error {prepared.errors[0]:.3f} > max_mesh_error {o['max_mesh_error']}")
+            raise ValueError(reason)
+        fc = prepared.faces[0]
+        r = cis(class_score(self._model, fc.label, o["context"]), fc.image, fc.mesh, patch=o["patch"],
+                points=self.points, face=self.face, batch_size=self.spec.batch_size, canvas_patch=o["canvas_patch"])
+        maps = {"cis": r.canonical, "drops": r.drops}
+        if index < o["image_map_items"]:
+            maps["image_map"] = r.image_map
+        return ItemResult(dict(score=r.base_score, forward_passes=r.n_forward, name=fc.name, label=fc.label,
+                               canvas_patch=r.canvas_patch, mesh_error=fc.mesh_error, cis_seconds=r.seconds), maps)
+
+
+def cis_job(key: str, rows: pd.DataFrame, labels: Sequence[int], out_dir, *, seed: int, batch_size: int,
+            workers: int, shard_size: int, context: float, image_map_items: int, **options):
+    """The CIS job of run ``key`` (:data:`JOB_RUNS`) on ``rows`` (their ``path``) into ``out_dir``:
+    resumed when its shards are there, redone when the parameters or the code changed."""
+    from ..jobs import package_code_hash, run_job
+
+    model, _, dataset, mode = JOB_RUNS[key]
+    opts = dict(dataset=dataset, mode=mode, context=float(context), image_map_items=int(image_map_items),
+                code=package_code_hash(), **options)
+    return run_job([[str(p), int(y)] for p, y in zip(rows.path, labels)], CISTask, model, None, out_dir,
+                   seed=seed, batch_size=batch_size, workers=workers, shard_size=shard_size, options=opts,
+                   replace_other=True, progress=False)
+
+
+def run_from_job(out_dir, key: str, faces: Sequence) -> tuple[CISRun, dict]:
+    """The :class:`CISRun` of job run ``key`` from its shards, on the notebook's prepared
+    ``faces`` (matched by file name and label; both prepare the same sampled rows the same way),
+    and {"job_faces", "matched", "failed": {reason: n}, "seconds" (CIS only, face preparation
+    excluded), "forward_passes"}."""
+    import json
+    from pathlib import Path
+
+    from ..explain.canonical import CISResult
+    from ..jobs import load_maps
+
+    model, task, _, _ = JOB_RUNS[key]
+    table, maps = load_maps(out_dir)
+    patch = int(json.loads((Path(out_dir) / "manifest.json").read_text())["job"]["options"]["patch"])
+    by_key = {(f.name, int(f.label)): f for f in faces}
+    results, kept, base = [], [], []
+    ok = table[table.status == "ok"].sort_values("index")
+    for r in ok.itertuples():
+        fc = by_key.get((str(r.name), int(r.label)))
+        if fc is None:
+            continue
+        i = int(r.index)
+        cis_map = torch.from_numpy(maps[f"cis/{i}"].astype(np.float32))
+        image_map = maps.get(f"image_map/{i}")
+        results.append(CISResult(
+            canonical=cis_map, count=torch.zeros(0), drops=torch.from_numpy(maps[f"drops/{i}"].astype(np.float32)),
+            points=torch.zeros(0, dtype=torch.long), base_score=float(r.score), n_forward=int(r.forward_passes),
+            image_map=None if image_map is None else torch.from_numpy(image_map.astype(np.float32)),  # type: ignore[arg-type]
+            patch=patch, canvas_patch=int(r.canvas_patch), seconds=float(r.cis_seconds)))
+        kept.append(fc)
+        base.append(float(r.score))
+    failed = table[table.status != "ok"].status.value_counts().to_dict()
+    seconds = float(sum(x.seconds for x in results))  # the CIS maps' time (the CAM comparison's cost)
+    info = dict(job_faces=int(len(ok)), matched=len(kept), failed={str(k): int(v) for k, v in failed.items()},
+                seconds=seconds, forward_passes=int(table.forward_passes.sum()))
+    run = CISRun(task, model, kept, results, np.array(base), np.ones(len(kept), bool), seconds)
+    return run, info
 
 
 def run_table(runs: Mapping[str, CISRun]) -> pd.DataFrame:

@@ -15,6 +15,7 @@ import torch
 
 from ..explain.reliability import run_grouped, spearman
 from ..faces.align import AlignedFaces
+from ..jobs import ItemResult, ItemTask
 
 SCORINGS = ("raw", "centred")
 
@@ -52,6 +53,81 @@ def decision_threshold(embedder, faces: AlignedFaces, triplets, size: int) -> tu
     t = best_threshold(1.0 - np.array(sims), same)  # on distances
     acc = float(np.mean((1.0 - np.array(sims) <= t) == same))
     return 1.0 - float(t), acc
+
+
+class Table1Task(ItemTask):
+    """One triplet ``[probe, mate, non-mate]`` of Table 1 (§4.4) as a job item: MTCNN + 5-point
+    alignment of its three faces (:func:`xfr.faces.align.align_faces`), then
+    :func:`xfr.experiments.verification.run_table1` on it (S-RISE maps at every mask count, the
+    deletion/insertion flips at the stage's decision ``threshold``). Records: one row per
+    variant and mask count (``triplet`` = the item index); no maps are kept."""
+
+    columns = ("probe", "mate")
+    has_records = True
+
+    def __init__(self, spec):
+        from .. import models
+        from ..models.detect import MTCNNDetector
+
+        super().__init__(spec)
+        self._model = models.load(spec.model)
+        self.detector = MTCNNDetector(min_face_size=50).eval()
+
+    @property
+    def model(self):
+        return self._model
+
+    def to(self, device) -> None:
+        self._model.to(device)
+        self.detector.to(device)
+
+    @classmethod
+    def normalize_item(cls, item, spec):
+        if isinstance(item, (str, Path)) or len(item) != 3:
+            raise ValueError(f"Table 1 items are [probe, mate, non-mate] paths, got {item!r}")
+        return [str(q) for q in item]
+
+    @classmethod
+    def check(cls, spec) -> None:
+        need = {"template", "size", "counts", "step", "n_patches", "kernel", "sigma", "patches", "threshold",
+                "random_baseline"}
+        if missing := need - set(spec.options):
+            raise ValueError(f"Table1Task options lack {sorted(missing)}")
+
+    def explain(self, index, item, seed):
+        from ..faces.align import align_faces
+        from .verification import run_table1
+
+        o = self.spec.options
+        paths = [Path(q) for q in item]
+        faces = align_faces(paths, self.detector, template=o["template"], pad=100, detect_scale=0.5)
+        if missing := [q.name for q in paths if q not in faces]:
+            raise ValueError(f"no face found in {', '.join(missing)}")
+        per, _, _ = run_table1(self._model, faces, [tuple(paths)], o["counts"], o["threshold"], o["size"], o["step"],
+                               o["n_patches"], o["kernel"], o["sigma"], seed, self.spec.batch_size,
+                               patches=o["patches"], random_baseline=o["random_baseline"], stop_at_flip=True)
+        per = per.drop(columns="triplet")
+        n_forward = int(per.srise_forward_total.iloc[0])  # the S-RISE maps (the flip curves not counted)
+        return ItemResult(dict(score=float(per.similarity.iloc[0]), forward_passes=n_forward, probe=paths[0].name,
+                               mate=paths[1].name), records=per.to_dict("records"))
+
+
+def table1_job(model_name: str, triplets, out_dir, *, template: str, size: int, counts, step: float, n_patches: int,
+               kernel: int, sigma: float, patches: str, threshold: float, random_baseline: bool, seed: int,
+               batch_size: int, workers: int, shard_size: int):
+    """Table 1 of ``triplets`` on ``model_name`` as a data-set job into ``out_dir`` (resumed when
+    its shards are there, redone when the parameters or the code changed). Returns (the per
+    triplet rows as :func:`run_table1` gives them, ``triplet`` = the triplet's index; the job summary)."""
+    from ..jobs import load_records, package_code_hash, run_job
+
+    opts = dict(template=template, size=size, counts=list(counts), step=step, n_patches=n_patches, kernel=kernel,
+                sigma=sigma, patches=patches, threshold=float(threshold), random_baseline=bool(random_baseline),
+                code=package_code_hash())
+    summary = run_job([[str(q) for q in t] for t in triplets], Table1Task, model_name, None, out_dir, seed=seed,
+                      batch_size=batch_size, workers=workers, shard_size=shard_size, options=opts,
+                      replace_other=True, progress=False)
+    per = load_records(out_dir).rename(columns={"index": "triplet"})
+    return per, summary
 
 
 def fully_randomized(model, seed: int = 0):
