@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up a fresh clone: virtual environment (.venv), the package with its test extras, and data/
+# Set up a fresh clone: virtual environment (.venv), the package with its test and jobs (Ray) extras, and data/
 # assembled from the offline mirror ($XFR_MIRROR, or ../shared beside the checkout).
 # Idempotent: reinstalls only when pyproject.toml or constraints.txt changed (constraints.txt pins
 # every package's version, so that the pipeline's numbers do not drift with new releases); copies only missing/changed data files.
@@ -25,7 +25,7 @@ have="$(cat .venv/.xfr-installed 2>/dev/null || true)"
 if [ "$want" != "$have" ]; then
   echo "setup: installing xfr and its dependencies into .venv (torch from the registry's standard build)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
+  .venv/bin/python -m pip install -q -c constraints.txt -e '.[test,jobs]'
   echo "$want" > .venv/.xfr-installed
 fi
 
