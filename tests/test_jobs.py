@@ -392,3 +392,35 @@ def test_srise_table1_task_equals_run_table1(tmp_path):
     assert set(per.triplet) == {0} and len(per) == len(ref) == 5  # 2 counts x (raw, centred) + random
     pd.testing.assert_frame_equal(per[cols].reset_index(drop=True), ref[cols].reset_index(drop=True), atol=1e-6,
                                   check_dtype=False)
+
+
+@pytest.mark.slow
+def test_a_driver_killed_by_sigkill_resumes_to_the_same_files(reference, faces, tmp_path):
+    """A real kill: the job runs in a subprocess, SIGKILLed once its first shard is on disk; the
+    rerun skips the finished shards and ends with the files of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    # the subprocess's worker holds shard 1 for 60 s before handing it over: the kill lands there
+    code = (f"import time\nfrom xfr import jobs\norig = jobs.ShardWorker.run_shard\n"
+            f"def held(self, s):\n    r = orig(self, s)\n    time.sleep(60 if s == 1 else 0)\n    return r\n"
+            f"jobs.ShardWorker.run_shard = held\n"
+            f"jobs.run_job({faces!r}, 'expression', {MODEL!r}, {METHODS!r}, {str(out)!r}, cls='happy', "
+            f"shard_size=3, progress=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[1])
+    first = out / f"shard-00000.{jobs.table_format()}"
+    t0 = time.monotonic()
+    while not first.exists() and proc.poll() is None and time.monotonic() - t0 < 120:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert sorted(p.name for p in out.glob("shard-*")) == sorted(["shard-00000.npz", first.name])
+    summary = run(faces, out)
+    assert summary.shards_skipped == 1 and summary.shards_done == 2 and summary.items == 4
+    assert_same_outputs(reference, out)
