@@ -99,3 +99,16 @@ def test_coverages_and_methods_table():
     t = C.methods_table(cam.iloc[:1], cam.iloc[1:])
     assert len(t) == len(cam) and list(t.columns) == list(cam.columns)
     assert torch.is_tensor(face.face_mask)
+
+
+def test_image_map_items_covers_the_first_kept_faces_with_a_margin():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from xfr.experiments.cms import image_map_items
+
+    rows = pd.DataFrame({"path": [f"/d/{i}.jpg" for i in range(20)]})
+    kept = [SimpleNamespace(name=f"{i}.jpg") for i in range(20) if i % 3]  # every third face dropped
+    assert image_map_items(rows, kept, 2) == 11  # the 7th kept face (2 + 5 spare) is item 10
+    assert image_map_items(rows, kept, 100) == 20

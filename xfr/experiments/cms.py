@@ -332,6 +332,17 @@ def cis_job(key: str, rows: pd.DataFrame, labels: Sequence[int], out_dir, *, see
                    replace_other=True, progress=False)
 
 
+def image_map_items(rows: pd.DataFrame, faces: Sequence, n: int) -> int:
+    """How many of the job's first items keep their image maps so that the first ``n`` faces
+    the notebook's preparation kept (``faces``, in the order of ``rows``) have them."""
+    from pathlib import Path
+
+    kept = {f.name for f in faces}
+    positions = [i for i, p in enumerate(rows.path) if Path(p).name in kept]
+    margin = 5  # kept faces to spare, should the job's preparation drop one the notebook kept
+    return positions[n - 1 + margin] + 1 if 0 < n + margin <= len(positions) else len(rows)
+
+
 def run_from_job(out_dir, key: str, faces: Sequence) -> tuple[CISRun, dict]:
     """The :class:`CISRun` of job run ``key`` from its shards, on the notebook's prepared
     ``faces`` (matched by file name and label; both prepare the same sampled rows the same way),
@@ -662,7 +673,10 @@ def cam_tasks(runs: Mapping[str, CISRun], fer_model, gender_mini, faceres, dlib,
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     def image_maps(key, n):
-        return [r.image_map for r in runs[key].results[:n]]
+        maps = [r.image_map for r in runs[key].results[:n]]
+        if any(m is None for m in maps):
+            raise ValueError(f"run {key}: the image maps of its first {n} faces were not kept (cis_job image_map_items)")
+        return maps
 
     specs = []
     if cam_fer > 0:
