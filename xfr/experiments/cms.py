@@ -306,7 +306,7 @@ class CISTask(ItemTask):
                                  max_mesh_error=o["max_mesh_error"], size=o["work_size"])
         if not prepared.faces:
             reason = "no face found" if prepared.dropped["no_face"] else (
-                f"face mesh error {prepared.errors[0]:.3f} > max_mesh_error {o['max_mesh_error']}")
+                f"face mesh error above max_mesh_error {o['max_mesh_error']}")
             raise ValueError(reason)
         fc = prepared.faces[0]
         r = cis(class_score(self._model, fc.label, o["context"]), fc.image, fc.mesh, patch=o["patch"],
