@@ -717,6 +717,53 @@ def _survey_statement(name: str) -> Compute:
     return compute
 
 
+# ----------------------------------------------------------------------------- the survey's structure (002 §4-§5)
+STRUCTURE_INVERSIONS = "results/structure/inversions.csv"
+STRUCTURE_TEMPLATE = "results/structure/template.csv"
+STRUCTURE_TCAV = "results/structure/tcav.csv"
+STRUCTURE_JUDGES = ("faceres",)  # independent of dlib-resnet, whose own cosine is the inversion's target
+TCAV_GENDER = {"mini-xception-gender": "the gender mini-Xception", "faceres-gender": "faceres-gender"}
+TCAV_RELATIVE = ("Heavy_Makeup", "Wearing_Lipstick")
+
+
+def structure_inversion_depth(root: Path, boot: Boot) -> Outcome:
+    """Per (model, face): pixel correlation of the inversion from the shallowest layer minus
+    that from the deepest (the output)."""
+    inv = _csv(root, STRUCTURE_INVERSIONS)
+    d = []
+    for _, g in inv.groupby(["model", "face"]):
+        g = g.sort_values("depth")
+        if len(g) >= 2:
+            d.append(float(g.pixel_correlation.iloc[0] - g.pixel_correlation.iloc[-1]))
+    return _mean(d, boot, f"{inv.model.nunique()} models x {inv.face.nunique()} faces")
+
+
+def _template_identity(judge: str) -> Compute:
+    def compute(root: Path, boot: Boot) -> Outcome:
+        t = _csv(root, STRUCTURE_TEMPLATE)
+        if f"identity_{judge}" not in t:
+            raise Missing(f"no judge {judge} in {STRUCTURE_TEMPLATE}", rel=STRUCTURE_TEMPLATE)
+        d = (t[f"identity_{judge}"] - t[f"impostor_{judge}"]).to_numpy()
+        return _mean(d, boot, f"genuine level {t[f'genuine_{judge}'].mean():.3f}, impostor level "
+                              f"{t[f'impostor_{judge}'].mean():.3f}, inversion {t[f'identity_{judge}'].mean():.3f}; ")
+    return compute
+
+
+def _tcav_relative(model: str, concept: str) -> Compute:
+    """Deepest TCAV layer of ``model``, relative concept (women with vs without): the TCAV scores
+    against the negative sets minus the random-vs-random scores."""
+    def compute(root: Path, boot: Boot) -> Outcome:
+        t = _csv(root, STRUCTURE_TCAV)
+        rows = t[(t.model == model) & (t.kind == "relative") & (t.concept == concept)]
+        if not len(rows):
+            raise Missing(f"no relative TCAV row of {model} / {concept}", rel=STRUCTURE_TCAV)
+        r = rows.iloc[-1]  # layers in params order, shallow to deep
+        scores = np.array(str(r.scores).split(), dtype=float)
+        rand = np.array(str(r.random_scores).split(), dtype=float)
+        return _two_sample(scores, rand, boot, f"{r.layer}, t-test p {r.p_value:.3g}; ")
+    return compute
+
+
 # ----------------------------------------------------------------------------- the claims
 def _slug(name: str) -> str:
     """``name`` as a part of a claim id: "dlib-resnet" -> "dlib_resnet"."""
@@ -931,6 +978,26 @@ def _specs() -> list[Spec]:
             f"per face: mean {column} of {', '.join(methods)} minus that of the other methods",
             ">" if STATEMENT_SIGN[name] > 0 else "<", 0.0, MIN_ITEMS, (SURVEY_PER_FACE,),
             _survey_statement(name), "Fig. 4 (qualitative)" if "2.2" in where else "Adebayo et al. 2018")
+    # the survey (002) §4-§5 on the structure stage
+    add("survey_inversion_depth", SURVEY, "§4.2, Fig. 13",
+        "The initial and middle layers can recreate the input image; the deeper layers keep only what the task "
+        "needs (the inversion from the output no longer looks like the face).",
+        "per model and face: pixel correlation of the inversion from the shallowest layer minus from the output",
+        ">", 0.0, MIN_ITEMS, (STRUCTURE_INVERSIONS,), structure_inversion_depth, "Fig. 13 (qualitative)")
+    for judge in STRUCTURE_JUDGES:
+        add(f"survey_template_identity_{_slug(judge)}", SURVEY, "§4",
+            f"A stored face descriptor reveals the face: the image inverted from a dlib-resnet template is closer to its "
+            f"source than another person's face is, judged by {judge}.",
+            f"per face: {judge} cosine of the inverted template to its source minus the source's cosine to an impostor",
+            ">", 0.0, MIN_ITEMS, (STRUCTURE_TEMPLATE,), _template_identity(judge),
+            "feature inversion detects the information stored in descriptors (qualitative)")
+    for model, name in TCAV_GENDER.items():
+        for concept in TCAV_RELATIVE:
+            add(f"cms_tcav_{concept.lower()}_{_slug(model)}", CMS, "§5.2 (TCAV, survey §5)",
+                f"{name} uses {concept.replace('_', ' ').lower()} for 'female' beyond gender: the TCAV score of women "
+                f"with {concept} against women without it is above the random-vs-random score.",
+                "mean TCAV score over the negative sets minus the random-vs-random mean (deepest layer)", ">", 0.0,
+                MIN_ITEMS, (STRUCTURE_TCAV,), _tcav_relative(model, concept), "the model picked up the cue of eye make-up")
     return s
 
 
