@@ -381,15 +381,16 @@ def test_srise_table1_task_equals_run_table1(tmp_path):
                         detect_scale=0.5)
     trips = SR.lfw_triplets(genuine + impostor, faces, 1)
     kw = dict(template="arcface112", size=48, counts=[2, 4], step=0.5, n_patches=10, kernel=9, sigma=2.0,
-              patches="keep", threshold=0.4, random_baseline=True)
+              readings=["keep", "remove"], threshold=0.4)
     per, summary = SR.table1_job("mobileface", trips + [(trips[0][0], trips[0][1], "missing.jpg")],
                                  tmp_path / "t1", seed=0, batch_size=16, workers=0, shard_size=1, **kw)
     assert summary.items == 2 and summary.ok == 1 and "image file not found: missing.jpg" in str(summary.failures)
-    ref, _, _ = run_table1(models.load("mobileface"), faces, trips, kw["counts"], kw["threshold"], kw["size"],
-                           kw["step"], kw["n_patches"], kw["kernel"], kw["sigma"], jobs.item_seed(0, 0), 16,
-                           patches="keep", random_baseline=True, stop_at_flip=True)
-    cols = ["variant", "masks", "deletion", "insertion", "deletion_flipped", "similarity"]
-    assert set(per.triplet) == {0} and len(per) == len(ref) == 5  # 2 counts x (raw, centred) + random
+    ref = pd.concat([run_table1(models.load("mobileface"), faces, trips, kw["counts"], kw["threshold"], kw["size"],
+                                kw["step"], kw["n_patches"], kw["kernel"], kw["sigma"], jobs.item_seed(0, 0), 16,
+                                patches=r, random_baseline=r == "keep", stop_at_flip=True)[0]
+                     for r in ("keep", "remove")], ignore_index=True)
+    cols = ["patches", "variant", "masks", "deletion", "insertion", "deletion_flipped", "similarity"]
+    assert set(per.triplet) == {0} and len(per) == len(ref) == 9  # per reading 2 counts x (raw, centred), + random
     pd.testing.assert_frame_equal(per[cols].reset_index(drop=True), ref[cols].reset_index(drop=True), atol=1e-6,
                                   check_dtype=False)
 

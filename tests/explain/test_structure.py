@@ -174,6 +174,10 @@ def test_layer_taps_on_zoo_models():
     with pytest.raises(ValueError, match="no graph node"):
         layer_activations(fr, "conv_pw_99")
     assert fr.graph.forward.__func__ is type(fr.graph).forward  # the tap is gone after use
+    mobile = models.load("mobileface")  # a TF.js recognizer: its graph nodes are the layers
+    inv = invert_features(mobile, "add_8", layer_features(mobile, "add_8", torch.rand(1, 3, 112, 112)), size=32,
+                          steps=3)
+    assert inv.images.shape == (1, 3, 32, 32) and inv.curve.shape == (3,)
     dlib = models.load("dlib-resnet")
     sim = identity_similarity(dlib, torch.rand(2, 3, 150, 150), torch.rand(2, 3, 150, 150))
     same = identity_similarity(dlib, torch.rand(1, 3, 150, 150).expand(2, 3, 150, 150),

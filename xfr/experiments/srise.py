@@ -57,10 +57,11 @@ def decision_threshold(embedder, faces: AlignedFaces, triplets, size: int) -> tu
 
 class Table1Task(ItemTask):
     """One triplet ``[probe, mate, non-mate]`` of Table 1 (§4.4) as a job item: MTCNN + 5-point
-    alignment of its three faces (:func:`xfr.faces.align.align_faces`), then
-    :func:`xfr.experiments.verification.run_table1` on it (S-RISE maps at every mask count, the
-    deletion/insertion flips at the stage's decision ``threshold``). Records: one row per
-    variant and mask count (``triplet`` = the item index); no maps are kept."""
+    alignment of its three faces (:func:`xfr.faces.align.align_faces`, once), then
+    :func:`xfr.experiments.verification.run_table1` on it for each reading of the mask
+    (``readings``: S-RISE maps at every mask count, the deletion/insertion flips at the stage's
+    decision ``threshold``; the random-order floor with the first reading). Records: one row per
+    reading, variant and mask count (``triplet`` = the item index); no maps are kept."""
 
     columns = ("probe", "mate")
     has_records = True
@@ -89,8 +90,7 @@ class Table1Task(ItemTask):
 
     @classmethod
     def check(cls, spec) -> None:
-        need = {"template", "size", "counts", "step", "n_patches", "kernel", "sigma", "patches", "threshold",
-                "random_baseline"}
+        need = {"template", "size", "counts", "step", "n_patches", "kernel", "sigma", "readings", "threshold"}
         if missing := need - set(spec.options):
             raise ValueError(f"Table1Task options lack {sorted(missing)}")
 
@@ -103,26 +103,29 @@ class Table1Task(ItemTask):
         faces = align_faces(paths, self.detector, template=o["template"], pad=100, detect_scale=0.5)
         if missing := [q.name for q in paths if q not in faces]:
             raise ValueError(f"no face found in {', '.join(missing)}")
-        per, _, _ = run_table1(self._model, faces, [tuple(paths)], o["counts"], o["threshold"], o["size"], o["step"],
-                               o["n_patches"], o["kernel"], o["sigma"], seed, self.spec.batch_size,
-                               patches=o["patches"], random_baseline=o["random_baseline"], stop_at_flip=True)
-        per = per.drop(columns="triplet")
-        n_forward = int(per.srise_forward_total.iloc[0])  # the S-RISE maps (the flip curves not counted)
+        frames, n_forward = [], 0
+        for reading in o["readings"]:
+            per, _, _ = run_table1(self._model, faces, [tuple(paths)], o["counts"], o["threshold"], o["size"],
+                                   o["step"], o["n_patches"], o["kernel"], o["sigma"], seed, self.spec.batch_size,
+                                   patches=reading, random_baseline=reading == o["readings"][0], stop_at_flip=True)
+            frames.append(per.drop(columns="triplet"))
+            n_forward += int(per.srise_forward_total.iloc[0])  # the S-RISE maps (the flip curves not counted)
+        per = pd.concat(frames, ignore_index=True)
         return ItemResult(dict(score=float(per.similarity.iloc[0]), forward_passes=n_forward, probe=paths[0].name,
                                mate=paths[1].name), records=per.to_dict("records"))
 
 
 def table1_job(model_name: str, triplets, out_dir, *, template: str, size: int, counts, step: float, n_patches: int,
-               kernel: int, sigma: float, patches: str, threshold: float, random_baseline: bool, seed: int,
-               batch_size: int, workers: int, shard_size: int):
-    """Table 1 of ``triplets`` on ``model_name`` as a data-set job into ``out_dir`` (resumed when
-    its shards are there, redone when the parameters or the code changed). Returns (the per
-    triplet rows as :func:`run_table1` gives them, ``triplet`` = the triplet's index; the job summary)."""
+               kernel: int, sigma: float, readings: Sequence[str], threshold: float, seed: int, batch_size: int,
+               workers: int, shard_size: int):
+    """Table 1 of ``triplets`` on ``model_name`` for every reading of the mask as a data-set job
+    into ``out_dir`` (resumed when its shards are there, redone when the parameters or the code
+    changed). Returns (the per triplet rows as :func:`run_table1` gives them, column ``patches``
+    the reading, ``triplet`` = the triplet's index; the job summary)."""
     from ..jobs import load_records, package_code_hash, run_job
 
     opts = dict(template=template, size=size, counts=list(counts), step=step, n_patches=n_patches, kernel=kernel,
-                sigma=sigma, patches=patches, threshold=float(threshold), random_baseline=bool(random_baseline),
-                code=package_code_hash())
+                sigma=sigma, readings=list(readings), threshold=float(threshold), code=package_code_hash())
     summary = run_job([[str(q) for q in t] for t in triplets], Table1Task, model_name, None, out_dir, seed=seed,
                       batch_size=batch_size, workers=workers, shard_size=shard_size, options=opts,
                       replace_other=True, progress=False)

@@ -497,7 +497,10 @@ class LandmarkPatchMasks(IndexedMasks):
         return (in_y[..., :, None] & in_x[..., None, :]).any(dim=1).float()
 
     def make(self, idx: np.ndarray) -> Tensor:
-        return 1.0 - self.removal(idx)
+        c = self.centres[torch.as_tensor(idx, dtype=torch.long)]  # one pass: not 1 - removal
+        in_x = square_cover(c[..., 0], self.patch, self.hw[1])
+        in_y = square_cover(c[..., 1], self.patch, self.hw[0])
+        return (~(in_y[..., :, None] & in_x[..., None, :]).any(dim=1)).float()
 
     def squares_overlap(self) -> bool:
         """Whether the K squares of any one mask overlap each other (faces closer than a patch)."""
