@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..score import _sign, model_device
+from .layers import named_module
 
 CAM_METHODS = ("gradcam", "gradcam++", "scorecam")
 CAM_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "ScoreCAM"}
@@ -159,14 +160,6 @@ def layer_channels(net: nn.Module, layer: nn.Module, images: Tensor) -> int:
     return int(shapes[0][1])
 
 
-def _named_layer(model: nn.Module, name: str) -> nn.Module:
-    modules = dict(model.named_modules())
-    if name not in modules:
-        convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
-        raise ValueError(f"{type(model).__name__} has no layer {name!r}; its last convolutions: {convs[-4:]}")
-    return modules[name]
-
-
 def cam(method: str, model: nn.Module, image: Tensor, target: int | Tensor, layer: str | None = None,
         model_name: str = "", batch_size: int = 16) -> Tensor:
     """One image's Grad-CAM / Grad-CAM++ / ScoreCAM map (pytorch-grad-cam), the contract of the
@@ -184,7 +177,7 @@ def cam(method: str, model: nn.Module, image: Tensor, target: int | Tensor, laye
     if layer is None:
         net, target_layer, _ = cam_setup(model_name or type(model).__name__, model)
     else:
-        net, target_layer = CamNet(model), _named_layer(model, layer)
+        net, target_layer = CamNet(model), named_module(model, layer)
     if isinstance(target, Tensor):
         with torch.no_grad():
             ref = model(target.float()[None].to(model_device(model)))[0]

@@ -490,17 +490,18 @@ class LandmarkPatchMasks(IndexedMasks):
     def __len__(self) -> int:
         return int(self.centres.shape[0])
 
-    def removal(self, idx: np.ndarray) -> Tensor:
+    def _covered(self, idx: np.ndarray) -> Tensor:
+        """[B,H,W] bool: inside one of the K squares of mask j."""
         c = self.centres[torch.as_tensor(idx, dtype=torch.long)]  # [B,K,2]
         in_x = square_cover(c[..., 0], self.patch, self.hw[1])  # [B,K,W]
         in_y = square_cover(c[..., 1], self.patch, self.hw[0])  # [B,K,H]
-        return (in_y[..., :, None] & in_x[..., None, :]).any(dim=1).float()
+        return (in_y[..., :, None] & in_x[..., None, :]).any(dim=1)
+
+    def removal(self, idx: np.ndarray) -> Tensor:
+        return self._covered(idx).float()
 
     def make(self, idx: np.ndarray) -> Tensor:
-        c = self.centres[torch.as_tensor(idx, dtype=torch.long)]  # one pass: not 1 - removal
-        in_x = square_cover(c[..., 0], self.patch, self.hw[1])
-        in_y = square_cover(c[..., 1], self.patch, self.hw[0])
-        return (~(in_y[..., :, None] & in_x[..., None, :]).any(dim=1)).float()
+        return (~self._covered(idx)).float()  # one pass over the masks, not 1 - removal
 
     def squares_overlap(self) -> bool:
         """Whether the K squares of any one mask overlap each other (faces closer than a patch)."""

@@ -35,6 +35,17 @@ def _graph(model: nn.Module):
     return g if isinstance(g, TFJSGraph) else None
 
 
+def named_module(model: nn.Module, name: str) -> nn.Module:
+    """The module ``name`` of ``model.named_modules()``; ValueError naming the model's last
+    convolutions when there is none."""
+    modules = dict(model.named_modules())
+    if name not in modules:
+        convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+        raise ValueError(f"{type(model).__name__} has no layer {name!r}; its last convolutions: {convs[-4:]} "
+                         f"(xfr.explain.layers.layer_names lists them all)")
+    return modules[name]
+
+
 def layer_names(model: nn.Module) -> list[str]:
     """The layer names :func:`layer_activations` accepts, input side first (``"output"`` last)."""
     g = _graph(model)
@@ -70,16 +81,15 @@ def tapped(model: nn.Module, layer: str, fn: Callable[[Tensor], Tensor | None]):
             else:
                 g.forward = previous  # type: ignore[method-assign]
         return
-    modules = dict(model.named_modules())
-    if layer not in modules or not layer:
-        convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
-        raise ValueError(f"{type(model).__name__} has no layer {layer!r}; its last convolutions: {convs[-4:]} "
+    if not layer:  # "" names the model itself in named_modules(), not a layer
+        raise ValueError(f"{type(model).__name__}: name one of its layers, got '' "
                          f"(xfr.explain.layers.layer_names lists them all)")
+    module = named_module(model, layer)
 
     def hook(_m, _inp, out):
         return fn(out[0] if isinstance(out, (tuple, list)) else out)
 
-    h = modules[layer].register_forward_hook(hook)
+    h = module.register_forward_hook(hook)
     try:
         yield
     finally:
@@ -147,4 +157,4 @@ def as_unit_batch(x: Tensor) -> Tensor:
     return (x if x.dim() == 4 else x[None]).float()
 
 
-__all__ = ["OUTPUT", "layer_names", "layer_activations", "tapped", "input_gradients_only", "input_size", "as_unit_batch"]
+__all__ = ["OUTPUT", "named_module", "layer_names", "layer_activations", "tapped", "input_gradients_only", "input_size", "as_unit_batch"]

@@ -347,10 +347,11 @@ def lrp(net: nn.Module, x: Tensor, target: int, rule: str = "epsilon-plus-flat",
 
 
 def _layer_module(model: nn.Module, layer: str | None, model_name: str, method: str) -> nn.Module:
-    from .cam import _named_layer, cam_setup
+    from .cam import cam_setup
+    from .layers import named_module
 
     if layer is not None:
-        return _named_layer(model, layer)
+        return named_module(model, layer)
     try:
         return cam_setup(model_name or type(model).__name__, model)[1]
     except ValueError as err:
@@ -445,6 +446,6 @@ def white_box_map(method: str, model: nn.Module, image: Tensor, target: int | Te
     if layer is None:
         raise ValueError("excitation-backprop needs layer=, the module whose excitation is mapped "
                          "(a ReLU layer at mid resolution)")
-    from .cam import _named_layer
+    from .layers import named_module
 
-    return excitation_backprop(net, x, t, _named_layer(model, layer)).float()
+    return excitation_backprop(net, x, t, named_module(model, layer)).float()
