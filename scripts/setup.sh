@@ -24,6 +24,13 @@ want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
 have="$(cat .venv/.xfr-installed 2>/dev/null || true)"
 if [ "$want" != "$have" ]; then
   echo "setup: installing xfr and its dependencies into .venv (torch from the registry's standard build)"
+  # The installed .venv measures 7.5 GB (torch's CUDA build from PyPI with its nvidia libraries and triton
+  # take 5.3 GB of it); pip's wheel cache would add the downloaded wheels on top, so it is not used.
+  free_kb="$(df -Pk . | awk 'NR==2 {print $4}')"
+  if [ -n "$free_kb" ] && [ "$free_kb" -lt $((8 * 1024 * 1024)) ]; then
+    echo "setup: warning: $((free_kb / 1024)) MB free here; .venv needs about 7,500 MB (free some space or the install stops with 'No space left on device')" >&2
+  fi
+  export PIP_NO_CACHE_DIR=1
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -c constraints.txt -e '.[test,jobs]'
   echo "$want" > .venv/.xfr-installed
